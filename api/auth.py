@@ -1,0 +1,52 @@
+"""API keys: how they are made, stored (hashed) and checked."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from enum import StrEnum
+
+from aiohttp import web
+
+from api.errors import ApiError
+from hookpost.store import ApiKey, Store
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    PRODUCER = "producer"
+    SUBSCRIBER = "subscriber"
+
+
+def new_key(role: Role) -> str:
+    """A fresh API key; only its hash is ever stored."""
+    return f"hp_{role.value[:3]}_{secrets.token_urlsafe(32)}"
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+async def create_key(store: Store, role: Role, name: str) -> tuple[str, ApiKey]:
+    key = new_key(role)
+    return key, await store.insert_api_key(name, role.value, hash_key(key))
+
+
+async def authorize(request: web.Request, store: Store, *roles: Role) -> ApiKey:
+    """The caller's key, if it is valid and has one of `roles`; else 401 or 403."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(401, "unauthorized", "send an API key as 'Authorization: Bearer <key>'")
+    api_key = await store.api_key_by_hash(hash_key(key.strip()))
+    if api_key is None:
+        raise ApiError(401, "unauthorized", "the API key is not valid")
+    if api_key.role not in roles:
+        allowed = ", ".join(role.value for role in roles)
+        raise ApiError(403, "forbidden", f"this needs a key with role {allowed}")
+    return api_key
+
+
+def scope(api_key: ApiKey) -> str | None:
+    """The owner whose rows this key may see: its own id, or None (everyone) for admins."""
+    return None if api_key.role == Role.ADMIN else api_key.id

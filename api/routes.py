@@ -1,0 +1,260 @@
+"""The REST handlers and their route table."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from api import models
+from api.auth import Role, authorize, scope
+from api.errors import ApiError, invalid, not_found, validation_details
+from api.state import CLOCK, SETTINGS, STORE
+from dispatcher.destinations import check_destination
+from dispatcher.signing import new_secret
+from hookpost import store as records
+from hookpost.ids import new_id
+
+Body = TypeVar("Body", bound=BaseModel)
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 250
+
+
+def _json(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(
+        body=model.model_dump_json().encode(), status=status, content_type="application/json"
+    )
+
+
+async def _body(request: web.Request, model: type[Body]) -> Body:
+    """The request body, parsed and validated against `model`; nothing else is accepted."""
+    limit = request.app[SETTINGS].max_payload_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes")
+    raw = await request.read()
+    if len(raw) > limit:
+        raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes")
+    try:
+        parsed = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        message = f"the request body is not valid JSON: {error}"
+        raise ApiError(400, "invalid_json", message) from None
+    if not isinstance(parsed, dict):
+        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        raise ApiError(
+            422, "validation_error", "the request body is not valid",
+            validation_details(error, ("body",)),
+        ) from None
+
+
+def _page_limit(request: web.Request) -> int:
+    text = request.query.get("limit", str(DEFAULT_PAGE))
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+        raise invalid(f"limit must be a whole number from 1 to {MAX_PAGE}", ["query", "limit"])
+    return int(text)
+
+
+def encode_cursor(created_at: datetime, id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, id = json.loads(raw)
+        return datetime.fromisoformat(created_at), str(id)
+    except (binascii.Error, ValueError, TypeError):
+        raise invalid("cursor is not one this API gave out", ["query", "cursor"]) from None
+
+
+async def _check_url(request: web.Request, url: str) -> None:
+    settings = request.app[SETTINGS]
+    problem = await check_destination(url, settings.allowed_networks, settings.allow_http)
+    if problem is not None:
+        raise invalid(f"url is not an allowed destination: {problem}", ["body", "url"])
+
+
+def _subscription(record: records.Subscription) -> models.Subscription:
+    return models.Subscription.model_validate(record.model_dump())
+
+
+def _delivery_fields(record: records.Delivery) -> dict[str, Any]:
+    fields = record.model_dump()
+    if fields["status"] == "in_flight":
+        fields["status"] = "pending"
+    return fields
+
+
+# Subscriptions
+
+
+async def create_subscription(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
+    body = await _body(request, models.SubscriptionCreate)
+    await _check_url(request, body.url)
+    record = await store.insert_subscription(
+        caller.id, body.url, body.event_types, body.description, body.status, new_secret(),
+        request.app[CLOCK](),
+    )
+    return _json(models.SubscriptionCreated.model_validate(record.model_dump()), 201)
+
+
+async def list_subscriptions(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
+    limit = _page_limit(request)
+    after = decode_cursor(request.query.get("cursor"))
+    rows = await store.list_subscriptions(scope(caller), limit + 1, after)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
+    page = models.SubscriptionPage(data=[_subscription(row) for row in rows],
+                                   next_cursor=next_cursor)
+    return _json(page)
+
+
+async def get_subscription(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
+    record = await store.get_subscription(request.match_info["id"], scope(caller))
+    if record is None:
+        raise not_found("subscription")
+    return _json(_subscription(record))
+
+
+async def update_subscription(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
+    body = await _body(request, models.SubscriptionUpdate)
+    if await store.get_subscription(request.match_info["id"], scope(caller)) is None:
+        raise not_found("subscription")
+    if body.url is not None:
+        await _check_url(request, body.url)
+    record = await store.update_subscription(
+        request.match_info["id"], scope(caller), url=body.url, event_types=body.event_types,
+        description=body.description, status=body.status, now=request.app[CLOCK](),
+    )
+    if record is None:
+        raise not_found("subscription")
+    return _json(_subscription(record))
+
+
+async def delete_subscription(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
+    deleted = await store.delete_subscription(
+        request.match_info["id"], scope(caller), request.app[CLOCK]()
+    )
+    if not deleted:
+        raise not_found("subscription")
+    return web.Response(status=204)
+
+
+# Events
+
+
+def event_payload(id: str, type: str, timestamp: datetime, data: dict[str, Any]) -> bytes:
+    """The exact bytes that are signed and sent for an event, serialized once."""
+    envelope = {"id": id, "type": type, "timestamp": timestamp.isoformat().replace("+00:00", "Z"),
+                "data": data}
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+async def create_event(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    caller = await authorize(request, store, Role.PRODUCER, Role.ADMIN)
+    body = await _body(request, models.EventCreate)
+    key = _idempotency_key(request, body)
+    now = request.app[CLOCK]()
+    event_id = new_id("evt")
+    payload = event_payload(event_id, body.type, now, body.data)
+    limit = request.app[SETTINGS].max_payload_bytes
+    if len(payload) > limit:
+        raise ApiError(413, "payload_too_large", f"the event payload is over {limit} bytes")
+    event, deliveries, created = await store.ingest_event(
+        event_id, body.type, payload, caller.id, key, now
+    )
+    accepted = models.EventAccepted(
+        id=event.id, type=event.type, created_at=event.created_at, deliveries=deliveries
+    )
+    response = _json(accepted, 202)
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _idempotency_key(request: web.Request, body: models.EventCreate) -> str | None:
+    header = request.headers.get("Idempotency-Key")
+    if header is not None and not 1 <= len(header) <= 255:
+        raise invalid("Idempotency-Key must be 1 to 255 characters", ["header", "Idempotency-Key"])
+    if header is not None and body.idempotency_key is not None and header != body.idempotency_key:
+        raise invalid(
+            "the Idempotency-Key header and the idempotency_key field differ",
+            ["header", "Idempotency-Key"],
+        )
+    return header if header is not None else body.idempotency_key
+
+
+async def get_event(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    caller = await authorize(request, store, Role.PRODUCER, Role.ADMIN)
+    event = await store.get_event(request.match_info["id"], scope(caller))
+    if event is None:
+        raise not_found("event")
+    deliveries = await store.deliveries_of_event(event.id)
+    envelope = json.loads(event.payload)
+    body = models.Event(
+        id=event.id, type=event.type, data=envelope["data"], created_at=event.created_at,
+        deliveries=[models.DeliverySummary.model_validate(_delivery_fields(d)) for d in deliveries],
+    )
+    return _json(body)
+
+
+# Deliveries
+
+
+async def get_delivery(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
+    delivery = await store.get_delivery(request.match_info["id"], scope(caller))
+    if delivery is None:
+        raise not_found("delivery")
+    attempts = await store.attempts_of_delivery(delivery.id)
+    body = models.Delivery.model_validate(
+        {**_delivery_fields(delivery), "attempts": [a.model_dump() for a in attempts]}
+    )
+    return _json(body)
+
+
+# Liveness
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+ROUTES = [
+    web.post("/v1/subscriptions", create_subscription),
+    web.get("/v1/subscriptions", list_subscriptions),
+    web.get("/v1/subscriptions/{id}", get_subscription),
+    web.patch("/v1/subscriptions/{id}", update_subscription),
+    web.delete("/v1/subscriptions/{id}", delete_subscription),
+    web.post("/v1/events", create_event),
+    web.get("/v1/events/{id}", get_event),
+    web.get("/v1/deliveries/{id}", get_delivery),
+    web.get("/health", health),
+]

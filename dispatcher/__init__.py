@@ -1,0 +1,1 @@
+"""The delivery engine: claim, sign, send, schedule, record."""

@@ -1,0 +1,125 @@
+"""Which destinations hookpost may send to: no private, loopback, link-local or unspecified
+addresses unless the operator allows their network."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Ranges no public receiver lives in, beyond what `ipaddress` already flags.
+_EXTRA_REFUSED = [
+    ipaddress.ip_network("100.64.0.0/10"),  # carrier-grade NAT
+    ipaddress.ip_network("198.18.0.0/15"),  # benchmarking
+]
+
+
+class DestinationRefused(OSError):
+    """The destination resolves to an address hookpost may not send to."""
+
+
+def is_address_allowed(address: IPAddress, allowed: Sequence[IPNetwork]) -> bool:
+    """True if `address` is public, or inside one of the operator's `allowed` networks."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if any(address in network for network in allowed):
+        return True
+    refused = (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_unspecified
+        or address.is_multicast
+        or address.is_reserved
+        or any(address in network for network in _EXTRA_REFUSED)
+    )
+    return not refused
+
+
+def check_url_shape(url: str, allow_http: bool) -> str | None:
+    """Why `url` can never be a destination, or None if its shape is fine."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as error:
+        return f"not a valid URL: {error}"
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in schemes:
+        return f"the URL scheme must be {' or '.join(schemes)}"
+    if not parts.hostname:
+        return "the URL has no host"
+    if parts.username or parts.password:
+        return "credentials in the URL are not allowed"
+    return None
+
+
+def literal_address(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+async def resolve(host: str, port: int) -> list[IPAddress]:
+    """Every address `host` resolves to (a literal address resolves to itself)."""
+    literal = literal_address(host)
+    if literal is not None:
+        return [literal]
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [ipaddress.ip_address(info[4][0]) for info in infos]
+
+
+async def check_destination(url: str, allowed: Sequence[IPNetwork], allow_http: bool) -> str | None:
+    """Why hookpost may not send to `url`, or None if it may."""
+    problem = check_url_shape(url, allow_http)
+    if problem is not None:
+        return problem
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        addresses = await resolve(host, parts.port or 443)
+    except OSError as error:
+        return f"the host {host!r} does not resolve: {error.strerror or error}"
+    for address in addresses:
+        if not is_address_allowed(address, allowed):
+            return f"the host {host!r} resolves to {address}, which is not a public address"
+    return None
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves like aiohttp does, then refuses any address that is not allowed.
+
+    The connection is made to the checked addresses, so a DNS answer that changes between
+    the check and the connect cannot slip a private address through.
+    """
+
+    def __init__(self, allowed: Sequence[IPNetwork]) -> None:
+        self._allowed = list(allowed)
+        self._inner = ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        permitted = [r for r in results if self._permits(r["host"])]
+        if not permitted:
+            raise DestinationRefused(
+                f"{host} resolves only to addresses hookpost may not send to"
+            )
+        return permitted
+
+    def _permits(self, host: Any) -> bool:
+        return is_address_allowed(ipaddress.ip_address(host), self._allowed)
+
+    async def close(self) -> None:
+        await self._inner.close()

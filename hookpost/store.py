@@ -1,0 +1,282 @@
+"""The store: one method per named query in queries.sql, returning typed records."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+from pydantic import BaseModel
+
+_QUERY_HEADER = re.compile(r"^-- name: (\w+) --$", re.MULTILINE)
+
+
+def load_queries(path: Path) -> dict[str, str]:
+    """The named queries of a .sql file: each starts at a `-- name: NAME --` line."""
+    text = path.read_text()
+    parts = _QUERY_HEADER.split(text)
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
+
+
+class ApiKey(BaseModel):
+    id: str
+    name: str
+    role: str
+    created_at: datetime
+
+
+class Subscription(BaseModel):
+    id: str
+    owner_key_id: str
+    url: str
+    event_types: list[str]
+    description: str
+    status: str
+    secret: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class Event(BaseModel):
+    id: str
+    type: str
+    payload: bytes
+    producer_key_id: str
+    idempotency_key: str | None
+    created_at: datetime
+
+
+class Delivery(BaseModel):
+    id: str
+    event_id: str
+    event_type: str
+    subscription_id: str
+    status: str
+    attempt_count: int
+    next_attempt_at: datetime | None
+    last_response_status: int | None
+    last_error_kind: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Attempt(BaseModel):
+    id: str
+    delivery_id: str
+    attempt_number: int
+    trigger: str
+    started_at: datetime
+    duration_ms: int
+    response_status: int | None
+    response_headers: dict[str, str] | None
+    response_body: str | None
+    error_kind: str | None
+    error_message: str | None
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """A delivery leased to this dispatcher, with what it takes to send it."""
+
+    id: str
+    event_id: str
+    event_type: str
+    subscription_id: str
+    attempt_count: int
+    payload: bytes
+    url: str
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """What one attempt did, and the state its delivery moves to."""
+
+    delivery_id: str
+    lease_token: str
+    attempt_number: int
+    trigger: str
+    started_at: datetime
+    duration_ms: int
+    response_status: int | None
+    response_headers: str | None  # JSON object text
+    response_body: str | None
+    error_kind: str | None
+    error_message: str | None
+    outcome: str
+    next_attempt_at: datetime | None
+    status: str
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _model(model: type[M], row: asyncpg.Record | None) -> M | None:
+    return None if row is None else model.model_validate(dict(row))
+
+
+def _one(row: asyncpg.Record | None) -> asyncpg.Record:
+    """The row of a query that always returns one."""
+    assert row is not None
+    return row
+
+
+class Store:
+    """All reads and writes of hookpost's tables."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    # API keys
+
+    async def insert_api_key(self, name: str, role: str, key_hash: bytes) -> ApiKey:
+        row = await self.pool.fetchrow(QUERIES["insert_api_key"], name, role, key_hash)
+        return ApiKey.model_validate(dict(_one(row)))
+
+    async def api_key_by_hash(self, key_hash: bytes) -> ApiKey | None:
+        return _model(ApiKey, await self.pool.fetchrow(QUERIES["api_key_by_hash"], key_hash))
+
+    async def count_admin_keys(self) -> int:
+        count: int = await self.pool.fetchval(QUERIES["count_admin_keys"])
+        return count
+
+    # Subscriptions
+
+    async def insert_subscription(
+        self, owner_key_id: str, url: str, event_types: list[str], description: str,
+        status: str, secret: str, now: datetime,
+    ) -> Subscription:
+        row = await self.pool.fetchrow(
+            QUERIES["insert_subscription"], owner_key_id, url, event_types, description,
+            status, secret, now,
+        )
+        return Subscription.model_validate(dict(_one(row)))
+
+    async def get_subscription(self, id: str, owner_key_id: str | None) -> Subscription | None:
+        row = await self.pool.fetchrow(QUERIES["get_subscription"], id, owner_key_id)
+        return _model(Subscription, row)
+
+    async def list_subscriptions(
+        self, owner_key_id: str | None, limit: int, after: tuple[datetime, str] | None
+    ) -> list[Subscription]:
+        after_at, after_id = after if after else (None, None)
+        rows = await self.pool.fetch(
+            QUERIES["list_subscriptions"], owner_key_id, limit, after_at, after_id
+        )
+        return [Subscription.model_validate(dict(row)) for row in rows]
+
+    async def update_subscription(
+        self, id: str, owner_key_id: str | None, *, url: str | None,
+        event_types: list[str] | None, description: str | None, status: str | None,
+        now: datetime,
+    ) -> Subscription | None:
+        row = await self.pool.fetchrow(
+            QUERIES["update_subscription"], id, owner_key_id, url, event_types, description,
+            status, now,
+        )
+        return _model(Subscription, row)
+
+    async def delete_subscription(self, id: str, owner_key_id: str | None, now: datetime) -> bool:
+        deleted: int = await self.pool.fetchval(
+            QUERIES["delete_subscription"], id, owner_key_id, now
+        )
+        return deleted > 0
+
+    # Events
+
+    async def ingest_event(
+        self, id: str, type: str, payload: bytes, producer_key_id: str,
+        idempotency_key: str | None, now: datetime,
+    ) -> tuple[Event, int, bool]:
+        """Store an event and fan it out in one transaction.
+
+        Returns the event, its delivery count, and whether it was created now (False: the
+        idempotency key was used before and this is the first event, unchanged).
+        """
+        async with self.pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(
+                QUERIES["insert_event"], id, type, payload, producer_key_id,
+                idempotency_key, now,
+            )
+            if row is None:
+                first = _one(await connection.fetchrow(
+                    QUERIES["event_by_idempotency_key"], producer_key_id, idempotency_key
+                ))
+                count: int = await connection.fetchval(
+                    QUERIES["count_event_deliveries"], first["id"]
+                )
+                return Event.model_validate(dict(first)), count, False
+            fanned = _one(await connection.fetchrow(QUERIES["fan_out"], id, type, now))
+            return Event.model_validate(dict(row)), fanned["deliveries"], True
+
+    async def get_event(self, id: str, producer_key_id: str | None) -> Event | None:
+        return _model(Event, await self.pool.fetchrow(QUERIES["get_event"], id, producer_key_id))
+
+    async def deliveries_of_event(self, event_id: str) -> list[Delivery]:
+        rows = await self.pool.fetch(QUERIES["deliveries_of_event"], event_id)
+        return [Delivery.model_validate(dict(row)) for row in rows]
+
+    # Deliveries
+
+    async def get_delivery(self, id: str, owner_key_id: str | None) -> Delivery | None:
+        row = await self.pool.fetchrow(QUERIES["get_delivery"], id, owner_key_id)
+        return _model(Delivery, row)
+
+    async def attempts_of_delivery(self, delivery_id: str) -> list[Attempt]:
+        rows = await self.pool.fetch(QUERIES["attempts_of_delivery"], delivery_id)
+        return [Attempt.model_validate(_attempt_fields(row)) for row in rows]
+
+    # The dispatcher's hot path
+
+    async def claim_due(
+        self, now: datetime, limit: int, lease_until: datetime, lease_token: str,
+        saturated: Sequence[str], per_subscription: int,
+    ) -> list[ClaimedDelivery]:
+        rows = await self.pool.fetch(
+            QUERIES["claim_due"], now, limit, lease_until, lease_token, list(saturated),
+            per_subscription,
+        )
+        return [ClaimedDelivery(**dict(row)) for row in rows]
+
+    async def next_due_at(self) -> datetime | None:
+        due: datetime | None = await self.pool.fetchval(QUERIES["next_due_at"])
+        return due
+
+    async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> None:
+        columns: list[list[Any]] = [[] for _ in range(14)]
+        for record in records:
+            for column, value in zip(columns, _record_values(record), strict=True):
+                column.append(value)
+        await self.pool.execute(QUERIES["record_attempts"], *columns, now)
+
+    async def release_leases(self, lease_token: str, ids: Sequence[str], now: datetime) -> None:
+        await self.pool.execute(QUERIES["release_leases"], lease_token, now, list(ids))
+
+    async def reclaim_expired_leases(self, now: datetime) -> list[str]:
+        rows = await self.pool.fetch(QUERIES["reclaim_expired_leases"], now)
+        return [row["id"] for row in rows]
+
+
+def _record_values(record: AttemptRecord) -> tuple[Any, ...]:
+    return (
+        record.delivery_id, record.lease_token, record.attempt_number, record.trigger,
+        record.started_at, record.duration_ms, record.response_status,
+        record.response_headers, record.response_body, record.error_kind,
+        record.error_message, record.outcome, record.next_attempt_at, record.status,
+    )
+
+
+def _attempt_fields(row: asyncpg.Record) -> dict[str, Any]:
+    fields = dict(row)
+    if isinstance(fields["response_headers"], str):
+        fields["response_headers"] = json.loads(fields["response_headers"])
+    return fields

@@ -1,0 +1,89 @@
+-- hookpost schema: the one source of truth for tables, indexes and functions.
+-- Applied by `hookpost migrate` (and at start-up); every statement is idempotent.
+
+CREATE OR REPLACE FUNCTION new_id(prefix text) RETURNS text
+LANGUAGE sql VOLATILE AS $$
+    SELECT prefix || '_'
+        || lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0')
+        || substr(replace(gen_random_uuid()::text, '-', ''), 1, 16)
+$$;
+
+CREATE TABLE IF NOT EXISTS api_keys (
+    id          text PRIMARY KEY DEFAULT new_id('key'),
+    name        text NOT NULL,
+    role        text NOT NULL CHECK (role IN ('admin', 'producer', 'subscriber')),
+    key_hash    bytea NOT NULL UNIQUE,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    revoked_at  timestamptz
+);
+
+CREATE TABLE IF NOT EXISTS subscriptions (
+    id           text PRIMARY KEY DEFAULT new_id('sub'),
+    owner_key_id text NOT NULL REFERENCES api_keys (id),
+    url          text NOT NULL,
+    event_types  text[] NOT NULL,
+    description  text NOT NULL DEFAULT '',
+    status       text NOT NULL DEFAULT 'active'
+                 CHECK (status IN ('active', 'paused', 'disabled', 'deleted')),
+    secret       text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX IF NOT EXISTS subscriptions_listing
+    ON subscriptions (created_at DESC, id DESC) WHERE status <> 'deleted';
+CREATE INDEX IF NOT EXISTS subscriptions_fan_out
+    ON subscriptions (status) WHERE status IN ('active', 'paused');
+
+CREATE TABLE IF NOT EXISTS events (
+    id               text PRIMARY KEY,
+    type             text NOT NULL,
+    -- The exact bytes that are signed and sent, serialized once at ingest.
+    payload          bytea NOT NULL,
+    producer_key_id  text NOT NULL REFERENCES api_keys (id),
+    idempotency_key  text,
+    created_at       timestamptz NOT NULL,
+    UNIQUE (producer_key_id, idempotency_key)
+);
+
+CREATE TABLE IF NOT EXISTS deliveries (
+    id               text PRIMARY KEY DEFAULT new_id('dlv'),
+    event_id         text NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    subscription_id  text NOT NULL REFERENCES subscriptions (id) ON DELETE CASCADE,
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'in_flight', 'succeeded', 'failed')),
+    attempt_count    integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz,
+    lease_expires_at timestamptz,
+    lease_token      text,
+    last_response_status integer,
+    last_error_kind  text,
+    created_at       timestamptz NOT NULL,
+    updated_at       timestamptz NOT NULL
+);
+
+-- The claim's hot index: only pending rows, ordered by when they are due.
+CREATE INDEX IF NOT EXISTS deliveries_due
+    ON deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_leases
+    ON deliveries (lease_expires_at) WHERE status = 'in_flight';
+CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries (event_id);
+CREATE INDEX IF NOT EXISTS deliveries_by_subscription
+    ON deliveries (subscription_id, created_at DESC, id DESC);
+
+CREATE TABLE IF NOT EXISTS attempts (
+    id               text PRIMARY KEY DEFAULT new_id('att'),
+    delivery_id      text NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+    attempt_number   integer NOT NULL,
+    trigger          text NOT NULL CHECK (trigger IN ('scheduled', 'manual', 'test')),
+    started_at       timestamptz NOT NULL,
+    duration_ms      integer NOT NULL,
+    response_status  integer,
+    response_headers jsonb,
+    response_body    text,
+    error_kind       text CHECK (error_kind IN ('timeout', 'connect', 'dns', 'tls', 'http')),
+    error_message    text,
+    outcome          text NOT NULL CHECK (outcome IN ('succeeded', 'retry', 'failed'))
+);
+
+CREATE INDEX IF NOT EXISTS attempts_by_delivery ON attempts (delivery_id, started_at);
