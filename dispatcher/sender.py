@@ -46,12 +46,7 @@ class Response:
         return None if self.headers is None else json.dumps(self.headers)
 
     def header(self, name: str) -> str | None:
-        if self.headers is None:
-            return None
-        for key, value in self.headers.items():
-            if key.lower() == name.lower():
-                return value
-        return None
+        return None if self.headers is None else self.headers.get(name.lower())
 
 
 class Sender:
@@ -123,9 +118,7 @@ class Sender:
                 url, data=body, headers=headers, allow_redirects=False
             ) as response:
                 text = await _read_capped(response)
-                kept = {
-                    key: value[:_HEADER_VALUE_LIMIT] for key, value in response.headers.items()
-                }
+                kept = _kept_headers(response)
                 status = response.status
         except (TimeoutError, aiohttp.ServerTimeoutError):
             return finished(
@@ -158,6 +151,15 @@ async def _read_capped(response: aiohttp.ClientResponse) -> str:
         kept += chunk
     # Postgres text cannot hold NUL.
     return kept.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+def _kept_headers(response: aiohttp.ClientResponse) -> dict[str, str]:
+    """Response headers with lower-case names, repeats joined by commas, values capped."""
+    kept: dict[str, str] = {}
+    for name, value in response.headers.items():
+        key = name.lower()
+        kept[key] = f"{kept[key]}, {value}" if key in kept else value
+    return {name: value[:_HEADER_VALUE_LIMIT] for name, value in kept.items()}
 
 
 def _describe(error: aiohttp.ClientError) -> tuple[ErrorKind, str]:

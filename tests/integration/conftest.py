@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -92,7 +94,7 @@ async def keys(store: Store) -> Keys:
 @dataclass
 class Received:
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
     body: bytes
     at: float  # time.monotonic() on arrival
 
@@ -108,33 +110,84 @@ async def answer_ok(request: web.Request, number: int) -> web.StreamResponse:
 class Receiver:
     """A real aiohttp server on 127.0.0.1 that records every request it gets.
 
-    `respond(request, n)` answers the n-th request (1-based) to arrive.
+    `respond(request, n)` answers the n-th request (1-based) to arrive. It also tracks how
+    many requests it is answering at once, in all and per path.
     """
 
     server: TestServer | None = None
     requests: list[Received] = field(default_factory=list)
     respond: Responder = answer_ok
+    busy: Counter[str] = field(default_factory=Counter)
+    most_busy: Counter[str] = field(default_factory=Counter)
+    most_busy_in_all: int = 0
+    # Set to free every request a responder holds back (see `answer_when_released`).
+    released: asyncio.Event = field(default_factory=asyncio.Event)
 
     def url(self, path: str = "/hook") -> str:
         assert self.server is not None
         return str(self.server.make_url(path))
 
+    def to(self, path: str) -> list[Received]:
+        return [request for request in self.requests if request.path == path]
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(
-            Received(request.path, dict(request.headers), await request.read(), time.monotonic())
+            Received(
+                request.path,
+                {name.lower(): value for name, value in request.headers.items()},
+                await request.read(),
+                time.monotonic(),
+            )
         )
-        return await self.respond(request, len(self.requests))
+        self.busy[request.path] += 1
+        self.most_busy[request.path] = max(self.most_busy[request.path], self.busy[request.path])
+        self.most_busy_in_all = max(self.most_busy_in_all, self.busy.total())
+        try:
+            return await self.respond(request, len(self.requests))
+        finally:
+            self.busy[request.path] -= 1
+
+
+def answer_status(status: int, headers: dict[str, str] | None = None) -> Responder:
+    """A responder that always answers `status`."""
+
+    async def respond(request: web.Request, number: int) -> web.StreamResponse:
+        return web.Response(status=status, headers=headers, text=f"answer {status}")
+
+    return respond
+
+
+def answer_after(seconds: float) -> Responder:
+    """A responder that answers 200 after `seconds`, so requests overlap."""
+
+    async def respond(request: web.Request, number: int) -> web.StreamResponse:
+        await asyncio.sleep(seconds)
+        return web.Response(text="ok")
+
+    return respond
+
+
+def answer_when_released(receiver: Receiver) -> Responder:
+    """A responder that holds every request until `receiver.released` is set (or 30 s)."""
+
+    async def respond(request: web.Request, number: int) -> web.StreamResponse:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(receiver.released.wait(), 30)
+        return web.Response(text="released")
+
+    return respond
 
 
 @pytest.fixture
 async def receiver(
     aiohttp_server: Callable[..., Awaitable[TestServer]],
-) -> Receiver:
+) -> AsyncIterator[Receiver]:
     receiver = Receiver()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", receiver._handle)
     receiver.server = await aiohttp_server(app, host="127.0.0.1")
-    return receiver
+    yield receiver
+    receiver.released.set()  # let held requests end so the server closes at once
 
 
 async def wait_for(
@@ -160,3 +213,50 @@ def make_dispatcher(store: Store, settings: Settings, clock: FakeClock | None = 
     if clock is None:
         return Dispatcher(store, settings)
     return Dispatcher(store, settings, clock=clock)
+
+
+async def subscribe(
+    api: TestClient[Any, Any], key: str, url: str, event_types: list[str] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Create a subscription over the API; its JSON, secret included."""
+    response = await api.post(
+        "/v1/subscriptions",
+        json={"url": url, "event_types": event_types or ["*"], **fields},
+        headers=Keys.auth(key),
+    )
+    assert response.status == 201, await response.text()
+    created: dict[str, Any] = await response.json()
+    return created
+
+
+async def post_event(
+    api: TestClient[Any, Any], key: str, type: str = "order.created",
+    data: dict[str, Any] | None = None, idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """Post an event over the API; the 202 body (id, deliveries)."""
+    headers = Keys.auth(key)
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    response = await api.post(
+        "/v1/events", json={"type": type, "data": data or {"n": 1}}, headers=headers
+    )
+    assert response.status == 202, await response.text()
+    accepted: dict[str, Any] = await response.json()
+    return accepted
+
+
+async def get_json(api: TestClient[Any, Any], key: str, path: str) -> dict[str, Any]:
+    response = await api.get(path, headers=Keys.auth(key))
+    assert response.status == 200, await response.text()
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+@pytest.fixture
+async def clocked_api(
+    settings: Settings, store: Store, clock: FakeClock,
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
+) -> TestClient[Any, Any]:
+    """The REST API reading the test's controllable clock."""
+    return await aiohttp_client(create_app(settings, store, clock=clock))
