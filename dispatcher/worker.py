@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from datetime import datetime
 
 import asyncpg
 
@@ -59,7 +60,7 @@ class Dispatcher:
         self._records: list[AttemptRecord] = []
         self._records_ready = asyncio.Event()
         self._write_lock = asyncio.Lock()
-        self._last_reclaim = 0.0
+        self._last_reclaim: datetime | None = None
 
     def stop(self) -> None:
         """Ask the loop to stop: claim nothing new, finish or hand back what is in flight."""
@@ -139,11 +140,12 @@ class Dispatcher:
         return len(claimed)
 
     async def _reclaim_expired(self) -> None:
-        loop_time = asyncio.get_running_loop().time()
-        if loop_time - self._last_reclaim < self.settings.poll_interval.total_seconds():
+        now = self.clock()
+        last = self._last_reclaim
+        if last is not None and now - last < self.settings.poll_interval:
             return
-        self._last_reclaim = loop_time
-        reclaimed = await self.store.reclaim_expired_leases(self.clock())
+        self._last_reclaim = now
+        reclaimed = await self.store.reclaim_expired_leases(now)
         if reclaimed:
             log.warning("reclaimed %d deliveries whose lease expired", len(reclaimed))
 

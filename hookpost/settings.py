@@ -116,14 +116,10 @@ class Settings(BaseSettings):
         default=True, description="Wake dispatchers with LISTEN/NOTIFY (polling always runs)."
     )
 
-    @field_validator("retry_schedule", "allowed_networks", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: Any) -> Any:
-        return _split(value)
-
     @field_validator("retry_schedule", mode="before")
     @classmethod
     def _schedule_durations(cls, value: Any) -> Any:
+        value = _split(value)
         if isinstance(value, list):
             return [_duration(item) for item in value]
         return value
@@ -139,6 +135,7 @@ class Settings(BaseSettings):
     @field_validator("allowed_networks", mode="before")
     @classmethod
     def _networks(cls, value: Any) -> Any:
+        value = _split(value)
         if isinstance(value, list):
             return [ipaddress.ip_network(item, strict=False) for item in value]
         return value

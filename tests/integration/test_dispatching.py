@@ -1,0 +1,187 @@
+"""How dispatchers find work and share it: NOTIFY, polling, SKIP LOCKED, leases, bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from dispatcher.worker import Dispatcher
+from hookpost.clock import utcnow
+from hookpost.database import create_pool
+from hookpost.settings import Settings
+from hookpost.store import Store
+from tests.conftest import FakeClock
+from tests.integration.conftest import (
+    Keys,
+    Receiver,
+    answer_after,
+    make_dispatcher,
+    make_settings,
+    post_event,
+    subscribe,
+    wait_for,
+)
+
+
+@asynccontextmanager
+async def running(dispatcher: Dispatcher) -> AsyncIterator[Dispatcher]:
+    """The dispatcher running in the background until the block ends."""
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        yield dispatcher
+    finally:
+        dispatcher.stop()
+        await task
+
+
+async def listening(pool: asyncpg.Pool) -> bool:
+    """True once a connection of this database waits on LISTEN."""
+    count: int = await pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND query ILIKE 'LISTEN%'"
+    )
+    return count > 0
+
+
+async def test_notify_wakes_an_idle_dispatcher_at_once(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store, pool: asyncpg.Pool,
+    database_url: str,
+) -> None:
+    settings = make_settings(database_url, poll_interval=timedelta(seconds=60))
+    await subscribe(api, keys.subscriber, receiver.url())
+    async with running(make_dispatcher(store, settings)):
+        await wait_for(lambda: listening(pool))
+        await asyncio.sleep(0.2)  # let the loop settle into its minute-long wait
+        event = await post_event(api, keys.producer)
+        await wait_for(lambda: len(receiver.requests) == 1, timeout=5)
+    assert receiver.requests[0].headers["webhook-id"] == event["id"]
+
+
+async def test_polling_delivers_when_no_notification_arrives(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store, database_url: str,
+) -> None:
+    settings = make_settings(database_url, listen_notify=False,
+                             poll_interval=timedelta(milliseconds=200))
+    await subscribe(api, keys.subscriber, receiver.url())
+    async with running(make_dispatcher(store, settings)):
+        await asyncio.sleep(0.3)  # the dispatcher is idle before the event exists
+        event = await post_event(api, keys.producer)
+        await wait_for(lambda: len(receiver.requests) == 1, timeout=5)
+    assert receiver.requests[0].headers["webhook-id"] == event["id"]
+
+
+async def test_two_dispatchers_never_send_the_same_delivery(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store, pool: asyncpg.Pool,
+    database_url: str,
+) -> None:
+    receiver.respond = answer_after(0.01)
+    await subscribe(api, keys.subscriber, receiver.url())
+    events = [await post_event(api, keys.producer, data={"n": n}) for n in range(80)]
+    settings = make_settings(database_url, max_in_flight=8, claim_batch=4)
+    other_pool = await create_pool(database_url, min_size=1, max_size=4)
+    dispatchers = [make_dispatcher(store, settings), make_dispatcher(Store(other_pool), settings)]
+    busiest = [0, 0]
+
+    async def watch() -> None:
+        while True:
+            for place, dispatcher in enumerate(dispatchers):
+                busiest[place] = max(busiest[place], dispatcher.in_flight)
+            await asyncio.sleep(0.001)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await asyncio.gather(*(d.run(until_idle=True) for d in dispatchers))
+    finally:
+        watcher.cancel()
+        await other_pool.close()
+
+    sent = [r.headers["webhook-id"] for r in receiver.requests]
+    assert sorted(sent) == sorted(e["id"] for e in events)  # each once, none missing
+    assert all(busy > 0 for busy in busiest), busiest  # both took part
+    attempts = await pool.fetchval("SELECT count(*) FROM attempts")
+    assert attempts == len(events)
+
+
+def dispatcher_process(database_url: str) -> subprocess.Popen[bytes]:
+    """A real `hookpost dispatcher` process on the test database."""
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HOOKPOST_")},
+        "DATABASE_URL": database_url,
+        "HOOKPOST_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "HOOKPOST_ALLOW_HTTP": "true",
+        "HOOKPOST_LEASE": "2m",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "hookpost.cli", "dispatcher"], env=environment,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+async def test_leases_of_a_killed_dispatcher_are_taken_over_once_they_expire(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store, pool: asyncpg.Pool,
+    settings: Settings, database_url: str,
+) -> None:
+    async def hang_then_answer(request: web.Request, number: int) -> web.StreamResponse:
+        if number <= 3:
+            await receiver.released.wait()
+        return web.Response(text="ok")
+
+    receiver.respond = hang_then_answer
+    await subscribe(api, keys.subscriber, receiver.url())
+    events = [await post_event(api, keys.producer, data={"n": n}) for n in range(3)]
+
+    process = dispatcher_process(database_url)
+    try:
+        await wait_for(lambda: len(receiver.requests) == 3, timeout=30)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    leased = await pool.fetchval(
+        "SELECT count(*) FROM deliveries WHERE status = 'in_flight' AND lease_token IS NOT NULL"
+    )
+    assert leased == 3
+
+    clock = FakeClock(utcnow())
+    survivor = make_dispatcher(store, settings, clock)
+    clock.advance(timedelta(minutes=1))
+    await survivor.run(until_idle=True)
+    assert len(receiver.requests) == 3, "a lease was taken before it expired"
+
+    clock.advance(timedelta(minutes=1, seconds=1))
+    await survivor.run(until_idle=True)
+
+    assert sorted(r.headers["webhook-id"] for r in receiver.requests[3:]) == sorted(
+        e["id"] for e in events
+    )
+    statuses = await pool.fetch("SELECT status, attempt_count FROM deliveries")
+    assert {(row["status"], row["attempt_count"]) for row in statuses} == {("succeeded", 1)}
+
+
+async def test_sends_are_bounded_per_subscription_and_in_all(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store, database_url: str,
+) -> None:
+    receiver.respond = answer_after(0.05)
+    await subscribe(api, keys.subscriber, receiver.url("/a"), ["a.*"])
+    await subscribe(api, keys.subscriber, receiver.url("/b"), ["b.*"])
+    for n in range(6):
+        await post_event(api, keys.producer, "a.created", {"n": n})
+        await post_event(api, keys.producer, "b.created", {"n": n})
+    settings = make_settings(database_url, max_in_flight=3, max_per_subscription=2)
+
+    await make_dispatcher(store, settings).run(until_idle=True)
+
+    assert len(receiver.requests) == 12
+    assert receiver.most_busy["/a"] == 2
+    assert receiver.most_busy["/b"] == 2
+    assert receiver.most_busy_in_all == 3
