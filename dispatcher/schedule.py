@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 RETRY_AFTER_CAP = timedelta(hours=1)
+_RETRY_AFTER_LIMIT_SECONDS = 365 * 86400
 
 
 class Outcome(enum.StrEnum):
@@ -39,8 +40,9 @@ def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
-        return timedelta(seconds=int(text))
+    if text.isascii() and text.isdigit():
+        # Anything past the cap is the cap; clamping first keeps timedelta in range.
+        return timedelta(seconds=min(int(text), _RETRY_AFTER_LIMIT_SECONDS))
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):

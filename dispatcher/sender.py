@@ -170,9 +170,8 @@ def _describe(error: aiohttp.ClientError) -> tuple[ErrorKind, str]:
         return ErrorKind.DNS, f"cannot resolve {error.host}: {cause.strerror or cause}"
     if isinstance(error, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
         return ErrorKind.TLS, str(error)
-    if isinstance(error, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError):
-        return ErrorKind.CONNECT, str(error) or type(error).__name__
-    if isinstance(error, aiohttp.ClientOSError):
+    # Refused, reset or dropped connections, whether before or during the exchange.
+    if isinstance(error, aiohttp.ClientConnectionError):
         return ErrorKind.CONNECT, str(error) or type(error).__name__
     return ErrorKind.HTTP, str(error) or type(error).__name__
 

@@ -189,6 +189,11 @@ class Dispatcher:
                 )
             self._records.append(self._record(delivery, response, "scheduled"))
             self._records_ready.set()
+        except Exception:
+            # A bug must not take the other deliveries down; this one goes out again once
+            # its lease expires.
+            log.exception("sending %s failed unexpectedly", delivery.id,
+                          extra={"delivery_id": delivery.id})
         finally:
             del self._sending[delivery.id]
             self._per_subscription[delivery.subscription_id] -= 1
