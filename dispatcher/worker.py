@@ -221,8 +221,9 @@ class Dispatcher:
             attempt_number, delivery.id, delivery.subscription_id, delivery.event_id,
             delivery.event_type, response.status or response.error_kind,
             extra={"delivery_id": delivery.id, "subscription_id": delivery.subscription_id,
-                   "event_type": delivery.event_type, "attempt": attempt_number,
-                   "outcome": outcome.value},
+                   "event_id": delivery.event_id, "event_type": delivery.event_type,
+                   "attempt": attempt_number, "outcome": outcome.value,
+                   "status": response.status, "error_kind": response.error_kind},
         )
         return AttemptRecord(
             delivery_id=delivery.id,

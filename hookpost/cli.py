@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from api.app import create_app
 from api.auth import Role, create_key
 from dispatcher.worker import Dispatcher
+from hookpost import logs
 from hookpost.database import EmbeddedServer, create_pool, migrate, start_embedded
 from hookpost.settings import Settings, describe_settings
 from hookpost.store import Store
@@ -133,15 +134,12 @@ async def _create_key(database: Database, role: str, name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
         settings = Settings()
     except ValidationError as error:
         print(f"hookpost: bad settings:\n{error}", file=sys.stderr)
         return 2
+    logs.configure(settings.log_format, settings.log_level)
     database = Database(settings)
     commands: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
         "serve": lambda: _run(settings, database, api=True, dispatcher=True),

@@ -7,7 +7,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     shutdown_grace: timedelta = Field(
         default=timedelta(seconds=15),
         description="On SIGTERM, how long attempts in flight may take to finish.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Logs as readable text, or one JSON object per line."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="The least severe log level written."
     )
     listen_notify: bool = Field(
         default=True, description="Wake dispatchers with LISTEN/NOTIFY (polling always runs)."

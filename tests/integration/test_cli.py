@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -15,7 +16,6 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import pytest
 
 from api.auth import hash_key
 from tests.integration.conftest import Receiver, wait_for
@@ -72,11 +72,14 @@ class Service:
 
 
 @asynccontextmanager
-async def service(command: str, env: dict[str, str]) -> AsyncIterator[Service]:
-    process = await asyncio.create_subprocess_exec(
-        *HOOKPOST, command, env=env, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+async def service(
+    command: str, env: dict[str, str], log: Path | None = None
+) -> AsyncIterator[Service]:
+    """`hookpost COMMAND` running until the block ends; its logs go to `log` if given."""
+    with open(log or os.devnull, "wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            *HOOKPOST, command, env=env, stdout=asyncio.subprocess.PIPE, stderr=stderr,
+        )
     running = Service(process)
     try:
         yield running
@@ -173,21 +176,27 @@ async def test_serve_prints_an_admin_key_once_delivers_and_stops_cleanly_on_sigt
         assert await second.stop(signal.SIGINT) == 0
 
 
-async def test_api_and_dispatcher_run_as_separate_processes(
-    database_url: str, receiver: Receiver,
+async def test_api_and_dispatcher_run_as_separate_processes_with_json_logs(
+    database_url: str, receiver: Receiver, tmp_path: Path,
 ) -> None:
     port = free_port()
     env = environment(database_url, port=str(port), allowed_networks="127.0.0.0/8",
-                      allow_http="true")
+                      allow_http="true", log_format="json")
     key = hookpost("keys", "create", "--role", "admin", "--name", "ops", env=env).stdout.strip()
-    async with service("api", env) as api, service("dispatcher", env) as dispatcher:
+    log = tmp_path / "dispatcher.log"
+    async with service("api", env) as api, service("dispatcher", env, log) as dispatcher:
         await api.read_until("listening on")
-        await deliver_through(f"http://127.0.0.1:{port}", key, receiver)
+        event_id = await deliver_through(f"http://127.0.0.1:{port}", key, receiver)
         assert await dispatcher.stop() == 0
         assert await api.stop() == 0
 
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    [attempt] = [entry for entry in entries if "delivery_id" in entry]
+    assert attempt["event_id"] == event_id
+    assert attempt["attempt"] == 1
+    assert attempt["outcome"] == "succeeded"
 
-@pytest.mark.skipif(os.environ.get("CI_SKIP_EMBEDDED") == "1", reason="embedded run skipped")
+
 async def test_serve_without_database_url_runs_an_embedded_postgres_that_survives_restarts(
     tmp_path: Path,
 ) -> None:
