@@ -188,6 +188,11 @@ async def create_event(request: web.Request) -> web.Response:
     event, deliveries, created = await store.ingest_event(
         event_id, body.type, payload, caller.id, key, now
     )
+    if not created and not _same_event(event, body):
+        raise ApiError(
+            409, "idempotency_conflict",
+            "this idempotency key was already used for an event with another type or data",
+        )
     accepted = models.EventAccepted(
         id=event.id, type=event.type, created_at=event.created_at, deliveries=deliveries
     )
@@ -195,6 +200,11 @@ async def create_event(request: web.Request) -> web.Response:
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+def _same_event(event: records.Event, body: models.EventCreate) -> bool:
+    """Whether a replayed request asks for the event the idempotency key already made."""
+    return event.type == body.type and json.loads(event.payload)["data"] == body.data
 
 
 def _idempotency_key(request: web.Request, body: models.EventCreate) -> str | None:
