@@ -26,6 +26,13 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     status       text NOT NULL DEFAULT 'active'
                  CHECK (status IN ('active', 'paused', 'disabled', 'deleted')),
     secret       text NOT NULL,
+    -- During a rotation the old secret keeps signing, beside the new one, until it expires.
+    previous_secret            text,
+    previous_secret_expires_at timestamptz,
+    -- Health, kept up to date as attempts are recorded.
+    last_success_at timestamptz,
+    last_failure_at timestamptz,
+    failing_since   timestamptz,
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
@@ -52,10 +59,18 @@ CREATE TABLE IF NOT EXISTS deliveries (
     subscription_id  text NOT NULL REFERENCES subscriptions (id) ON DELETE CASCADE,
     status           text NOT NULL DEFAULT 'pending'
                      CHECK (status IN ('pending', 'in_flight', 'succeeded', 'failed')),
+    -- 'test' for deliveries made by POST /v1/subscriptions/{id}/test.
+    origin           text NOT NULL DEFAULT 'event' CHECK (origin IN ('event', 'test')),
     attempt_count    integer NOT NULL DEFAULT 0,
+    -- Attempts made on the automatic schedule; manual redeliveries do not move it.
+    scheduled_attempts integer NOT NULL DEFAULT 0,
     next_attempt_at  timestamptz,
+    -- A manual redelivery asked for, due at this time, whatever the status.
+    manual_due_at    timestamptz,
     lease_expires_at timestamptz,
     lease_token      text,
+    -- The status before the lease, restored if the lease is handed back or expires.
+    prior_status     text,
     last_response_status integer,
     last_error_kind  text,
     created_at       timestamptz NOT NULL,
@@ -65,11 +80,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
 -- The claim's hot index: only pending rows, ordered by when they are due.
 CREATE INDEX IF NOT EXISTS deliveries_due
     ON deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_manual
+    ON deliveries (manual_due_at) WHERE manual_due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS deliveries_leases
     ON deliveries (lease_expires_at) WHERE status = 'in_flight';
 CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries (event_id);
 CREATE INDEX IF NOT EXISTS deliveries_by_subscription
     ON deliveries (subscription_id, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS deliveries_listing ON deliveries (created_at DESC, id DESC);
 
 CREATE TABLE IF NOT EXISTS attempts (
     id               text PRIMARY KEY DEFAULT new_id('att'),

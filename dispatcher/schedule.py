@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 
@@ -69,3 +70,45 @@ def next_attempt_at(
     if retry_after is not None:
         wait = max(wait, min(retry_after, RETRY_AFTER_CAP))
     return now + wait
+
+
+@dataclass(frozen=True, slots=True)
+class NextState:
+    """Where a delivery goes after an attempt, and the outcome the attempt is recorded with."""
+
+    status: str  # pending, succeeded or failed
+    next_attempt_at: datetime | None
+    outcome: Outcome
+    scheduled_attempts: int
+
+
+def after_attempt(
+    *,
+    manual: bool,
+    prior_status: str,
+    scheduled_attempts: int,
+    next_attempt_before: datetime | None,
+    outcome: Outcome,
+    now: datetime,
+    schedule: list[timedelta],
+    retry_after: timedelta | None = None,
+) -> NextState:
+    """The delivery's state after an attempt.
+
+    A scheduled attempt follows the retry schedule. A manual redelivery is one extra try:
+    success ends the delivery, failure leaves the automatic schedule as it was (a pending
+    delivery keeps its next attempt; a finished one stays failed).
+    """
+    if manual:
+        if outcome is Outcome.SUCCEEDED:
+            return NextState("succeeded", None, outcome, scheduled_attempts)
+        if prior_status == "pending":
+            return NextState("pending", next_attempt_before, Outcome.FAILED, scheduled_attempts)
+        return NextState("failed", None, Outcome.FAILED, scheduled_attempts)
+    number = scheduled_attempts + 1
+    next_at = next_attempt_at(number, outcome, now, schedule, retry_after)
+    if outcome is Outcome.SUCCEEDED:
+        return NextState("succeeded", None, outcome, number)
+    if next_at is None:
+        return NextState("failed", None, Outcome.FAILED, number)
+    return NextState("pending", next_at, outcome, number)

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import asyncpg
 
-from dispatcher.schedule import Outcome, classify, next_attempt_at, parse_retry_after
+from dispatcher.schedule import after_attempt, classify, parse_retry_after
 from dispatcher.sender import Response, Sender
 from hookpost.clock import Clock, utcnow
 from hookpost.ids import new_id
@@ -23,15 +23,6 @@ _DATABASE_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceErr
                   asyncpg.CannotConnectNowError)
 
 log = logging.getLogger("hookpost.dispatcher")
-
-
-def delivery_state(outcome: Outcome, next_at: object) -> str:
-    """The status a delivery moves to after an attempt."""
-    if outcome is Outcome.SUCCEEDED:
-        return "succeeded"
-    if outcome is Outcome.RETRY and next_at is not None:
-        return "pending"
-    return "failed"
 
 
 class Dispatcher:
@@ -185,9 +176,9 @@ class Dispatcher:
         try:
             async with slot:
                 response = await self._sender.send(
-                    delivery.url, delivery.event_id, delivery.payload, [delivery.secret]
+                    delivery.url, delivery.event_id, delivery.payload, delivery.signing_secrets
                 )
-            self._records.append(self._record(delivery, response, "scheduled"))
+            self._records.append(self._record(delivery, response))
             self._records_ready.set()
         except Exception:
             # A bug must not take the other deliveries down; this one goes out again once
@@ -202,20 +193,23 @@ class Dispatcher:
                 self._subscription_slots.pop(delivery.subscription_id, None)
             self._slot_freed.set()
 
-    def _record(self, delivery: ClaimedDelivery, response: Response, trigger: str
-                ) -> AttemptRecord:
+    def _record(self, delivery: ClaimedDelivery, response: Response) -> AttemptRecord:
         attempt_number = delivery.attempt_count + 1
-        outcome = classify(response.status)
         now = self.clock()
         retry_after = None
         if response.status in _RETRY_AFTER_STATUSES:
             retry_after = parse_retry_after(response.header("retry-after"), now)
-        next_at = next_attempt_at(
-            attempt_number, outcome, now, self.settings.retry_schedule, retry_after
+        state = after_attempt(
+            manual=delivery.manual,
+            prior_status=delivery.prior_status,
+            scheduled_attempts=delivery.scheduled_attempts,
+            next_attempt_before=delivery.next_attempt_at,
+            outcome=classify(response.status),
+            now=now,
+            schedule=self.settings.retry_schedule,
+            retry_after=retry_after,
         )
-        status = delivery_state(outcome, next_at)
-        if outcome is Outcome.RETRY and next_at is None:
-            outcome = Outcome.FAILED
+        outcome = state.outcome
         log.info(
             "attempt %d of %s (subscription %s, event %s, %s): %s",
             attempt_number, delivery.id, delivery.subscription_id, delivery.event_id,
@@ -229,7 +223,7 @@ class Dispatcher:
             delivery_id=delivery.id,
             lease_token=self.lease_token,
             attempt_number=attempt_number,
-            trigger=trigger,
+            trigger=delivery.trigger,
             started_at=response.started_at,
             duration_ms=response.duration_ms,
             response_status=response.status,
@@ -238,8 +232,9 @@ class Dispatcher:
             error_kind=None if response.error_kind is None else response.error_kind.value,
             error_message=response.error_message,
             outcome=outcome.value,
-            next_attempt_at=next_at,
-            status=status,
+            next_attempt_at=state.next_attempt_at,
+            status=state.status,
+            scheduled_attempts=state.scheduled_attempts,
         )
 
     async def _write_records_forever(self) -> None:

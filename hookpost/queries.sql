@@ -112,9 +112,21 @@ SELECT * FROM attempts WHERE delivery_id = $1 ORDER BY started_at, attempt_numbe
 
 -- name: claim_due --
 -- Takes up to $2 due deliveries of active subscriptions, at most $6 per subscription and
--- none of the subscriptions in $5, and leases them to $4 until $3.
-WITH candidates AS (
-    SELECT d.id, d.subscription_id, d.next_attempt_at
+-- none of the subscriptions in $5, and leases them to $4 until $3. Due means a manual
+-- redelivery asked for by $1, or a pending delivery whose next attempt is due by $1.
+WITH manual AS (
+    SELECT d.id, d.subscription_id, d.manual_due_at AS due_at
+    FROM deliveries d
+    JOIN subscriptions s ON s.id = d.subscription_id
+    WHERE d.manual_due_at <= $1
+      AND d.status <> 'in_flight'
+      AND s.status = 'active'
+      AND NOT (d.subscription_id = ANY ($5::text[]))
+    ORDER BY d.manual_due_at
+    LIMIT $2
+    FOR UPDATE OF d SKIP LOCKED
+), scheduled AS (
+    SELECT d.id, d.subscription_id, d.next_attempt_at AS due_at
     FROM deliveries d
     JOIN subscriptions s ON s.id = d.subscription_id
     WHERE d.status = 'pending'
@@ -124,59 +136,99 @@ WITH candidates AS (
     ORDER BY d.next_attempt_at
     LIMIT $2 * 4
     FOR UPDATE OF d SKIP LOCKED
+), candidates AS (
+    SELECT DISTINCT ON (id) id, subscription_id, due_at
+    FROM (SELECT * FROM manual UNION ALL SELECT * FROM scheduled) AS due
+    ORDER BY id, due_at
 ), chosen AS (
     SELECT id FROM (
-        SELECT id, next_attempt_at,
-               row_number() OVER (PARTITION BY subscription_id ORDER BY next_attempt_at) AS place
+        SELECT id, due_at,
+               row_number() OVER (PARTITION BY subscription_id ORDER BY due_at) AS place
         FROM candidates
     ) AS ranked
     WHERE place <= $6
-    ORDER BY next_attempt_at
+    ORDER BY due_at
     LIMIT $2
 ), claimed AS (
     UPDATE deliveries d
-    SET status = 'in_flight', lease_expires_at = $3, lease_token = $4, updated_at = $1
+    SET status = 'in_flight', prior_status = d.status, lease_expires_at = $3,
+        lease_token = $4, updated_at = $1
     FROM chosen
     WHERE d.id = chosen.id
-    RETURNING d.id, d.event_id, d.subscription_id, d.attempt_count
+    RETURNING d.id, d.event_id, d.subscription_id, d.attempt_count, d.scheduled_attempts,
+              d.prior_status, d.next_attempt_at, d.origin,
+              coalesce(d.manual_due_at <= $1, false) AS manual
 )
-SELECT c.id, c.event_id, c.subscription_id, c.attempt_count, e.type AS event_type,
-       e.payload, s.url, s.secret
+SELECT c.id, c.event_id, c.subscription_id, c.attempt_count, c.scheduled_attempts,
+       c.prior_status, c.next_attempt_at, c.origin, c.manual, e.type AS event_type,
+       e.payload, s.url, s.secret,
+       CASE WHEN s.previous_secret_expires_at > $1 THEN s.previous_secret END
+           AS previous_secret
 FROM claimed c
 JOIN events e ON e.id = c.event_id
 JOIN subscriptions s ON s.id = c.subscription_id;
 
 -- name: next_due_at --
-SELECT d.next_attempt_at
-FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
-WHERE d.status = 'pending' AND s.status = 'active'
-ORDER BY d.next_attempt_at
-LIMIT 1;
+-- The earliest time anything becomes due: a pending delivery or a manual redelivery.
+SELECT least(
+    (SELECT d.next_attempt_at
+     FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+     WHERE d.status = 'pending' AND s.status = 'active'
+     ORDER BY d.next_attempt_at
+     LIMIT 1),
+    (SELECT d.manual_due_at
+     FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+     WHERE d.manual_due_at IS NOT NULL AND d.status <> 'in_flight' AND s.status = 'active'
+     ORDER BY d.manual_due_at
+     LIMIT 1)
+);
 
 -- name: record_attempts --
 -- Writes a batch of attempts and moves each delivery to its next state, but only while
--- the lease that sent it is still held; the attempt row is written either way.
+-- the lease that sent it is still held; the attempt row is written either way. The
+-- subscriptions' health (last success, last failure, failing since) moves with them.
 WITH results AS (
     SELECT * FROM unnest(
         $1::text[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::int[],
         $7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-        $13::timestamptz[], $14::text[]
+        $13::timestamptz[], $14::text[], $15::int[]
     ) AS r(delivery_id, lease_token, attempt_number, trigger, started_at, duration_ms,
            response_status, response_headers, response_body, error_kind, error_message,
-           outcome, next_attempt_at, status)
+           outcome, next_attempt_at, status, scheduled_attempts)
 ), moved AS (
     UPDATE deliveries d
     SET status = r.status,
         attempt_count = r.attempt_number,
+        scheduled_attempts = r.scheduled_attempts,
         next_attempt_at = r.next_attempt_at,
+        manual_due_at = CASE WHEN r.trigger = 'manual' THEN NULL ELSE d.manual_due_at END,
         lease_expires_at = NULL,
         lease_token = NULL,
+        prior_status = NULL,
         last_response_status = r.response_status,
         last_error_kind = r.error_kind,
-        updated_at = $15
+        updated_at = $16
     FROM results r
     WHERE d.id = r.delivery_id AND d.status = 'in_flight' AND d.lease_token = r.lease_token
     RETURNING d.id
+), health AS (
+    UPDATE subscriptions s
+    SET last_success_at = greatest(s.last_success_at, h.last_success_at),
+        last_failure_at = greatest(s.last_failure_at, h.last_failure_at),
+        failing_since = CASE
+            WHEN h.last_failure_at IS NULL OR h.last_success_at > h.last_failure_at THEN NULL
+            WHEN h.last_success_at IS NULL THEN coalesce(s.failing_since, h.first_failure_at)
+            ELSE h.last_failure_at
+        END
+    FROM (
+        SELECT d.subscription_id,
+               max(r.started_at) FILTER (WHERE r.outcome = 'succeeded') AS last_success_at,
+               max(r.started_at) FILTER (WHERE r.outcome <> 'succeeded') AS last_failure_at,
+               min(r.started_at) FILTER (WHERE r.outcome <> 'succeeded') AS first_failure_at
+        FROM results r JOIN deliveries d ON d.id = r.delivery_id
+        GROUP BY d.subscription_id
+    ) AS h
+    WHERE s.id = h.subscription_id
 )
 INSERT INTO attempts
     (delivery_id, attempt_number, trigger, started_at, duration_ms, response_status,
@@ -190,12 +242,14 @@ WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.delivery_id);
 -- name: release_leases --
 -- Hands back deliveries leased to $1 and not sent, so another dispatcher takes them now.
 UPDATE deliveries
-SET status = 'pending', lease_expires_at = NULL, lease_token = NULL, updated_at = $2
+SET status = coalesce(prior_status, 'pending'), prior_status = NULL,
+    lease_expires_at = NULL, lease_token = NULL, updated_at = $2
 WHERE status = 'in_flight' AND lease_token = $1 AND id = ANY ($3::text[]);
 
 -- name: reclaim_expired_leases --
 -- Deliveries whose dispatcher died holding them become due again.
 UPDATE deliveries
-SET status = 'pending', lease_expires_at = NULL, lease_token = NULL, updated_at = $1
+SET status = coalesce(prior_status, 'pending'), prior_status = NULL,
+    lease_expires_at = NULL, lease_token = NULL, updated_at = $1
 WHERE status = 'in_flight' AND lease_expires_at <= $1
 RETURNING id;

@@ -92,9 +92,27 @@ class ClaimedDelivery:
     event_type: str
     subscription_id: str
     attempt_count: int
+    scheduled_attempts: int
+    prior_status: str
+    next_attempt_at: datetime | None
+    origin: str  # event or test
+    manual: bool  # a redelivery someone asked for, not a scheduled attempt
     payload: bytes
     url: str
     secret: str
+    previous_secret: str | None  # still signing during a rotation's grace period
+
+    @property
+    def trigger(self) -> str:
+        if self.manual:
+            return "manual"
+        return "test" if self.origin == "test" else "scheduled"
+
+    @property
+    def signing_secrets(self) -> list[str]:
+        return [self.secret] if self.previous_secret is None else [
+            self.secret, self.previous_secret
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +133,7 @@ class AttemptRecord:
     outcome: str
     next_attempt_at: datetime | None
     status: str
+    scheduled_attempts: int
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -252,7 +271,7 @@ class Store:
         return due
 
     async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> None:
-        columns: list[list[Any]] = [[] for _ in range(14)]
+        columns: list[list[Any]] = [[] for _ in range(15)]
         for record in records:
             for column, value in zip(columns, _record_values(record), strict=True):
                 column.append(value)
@@ -272,6 +291,7 @@ def _record_values(record: AttemptRecord) -> tuple[Any, ...]:
         record.started_at, record.duration_ms, record.response_status,
         record.response_headers, record.response_body, record.error_kind,
         record.error_message, record.outcome, record.next_attempt_at, record.status,
+        record.scheduled_attempts,
     )
 
 
