@@ -13,9 +13,12 @@ EVENT_FILTER_PATTERN = r"^(\*|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*(\.\*)?)$"
 
 EventType = Annotated[str, StringConstraints(pattern=EVENT_TYPE_PATTERN, max_length=255)]
 EventFilter = Annotated[str, StringConstraints(pattern=EVENT_FILTER_PATTERN, max_length=255)]
-Url = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
-Description = Annotated[str, StringConstraints(max_length=1000)]
-IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+# Postgres text cannot hold NUL, so no stored string may contain one.
+_NO_NUL = r"^[^\x00]*$"
+Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=_NO_NUL)]
+Description = Annotated[str, StringConstraints(max_length=1000, pattern=_NO_NUL)]
+IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255,
+                                                  pattern=_NO_NUL)]
 
 
 class Request(BaseModel):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -41,8 +42,8 @@ async def _body(request: web.Request, model: type[Body]) -> Body:
     if len(raw) > limit:
         raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes")
     try:
-        parsed = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        parsed = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except ValueError as error:  # bad JSON, bad UTF-8, NaN or an infinite number
         message = f"the request body is not valid JSON: {error}"
         raise ApiError(400, "invalid_json", message) from None
     if not isinstance(parsed, dict):
@@ -56,9 +57,21 @@ async def _body(request: web.Request, model: type[Body]) -> Body:
         ) from None
 
 
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; a receiver could not parse a payload holding them.
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"{text} is too large for a JSON number")
+    return number
+
+
 def _page_limit(request: web.Request) -> int:
     text = request.query.get("limit", str(DEFAULT_PAGE))
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE:
         raise invalid(f"limit must be a whole number from 1 to {MAX_PAGE}", ["query", "limit"])
     return int(text)
 
@@ -74,8 +87,8 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, id = json.loads(raw)
-        return datetime.fromisoformat(created_at), str(id)
-    except (binascii.Error, ValueError, TypeError):
+        return datetime.fromisoformat(created_at).astimezone(UTC), str(id)
+    except (binascii.Error, ValueError, TypeError, OverflowError):
         raise invalid("cursor is not one this API gave out", ["query", "cursor"]) from None
 
 

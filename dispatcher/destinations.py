@@ -20,6 +20,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _EXTRA_REFUSED = [
     ipaddress.ip_network("100.64.0.0/10"),  # carrier-grade NAT
     ipaddress.ip_network("198.18.0.0/15"),  # benchmarking
+    ipaddress.ip_network("192.0.0.0/24"),  # IETF protocol assignments
+    ipaddress.ip_network("fec0::/10"),  # deprecated site-local
 ]
 
 
@@ -29,8 +31,11 @@ class DestinationRefused(OSError):
 
 def is_address_allowed(address: IPAddress, allowed: Sequence[IPNetwork]) -> bool:
     """True if `address` is public, or inside one of the operator's `allowed` networks."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # IPv4 carried inside IPv6 (mapped, 6to4) is judged as the IPv4 address it reaches.
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is not None:
+            return is_address_allowed(embedded, allowed)
     if any(address in network for network in allowed):
         return True
     refused = (

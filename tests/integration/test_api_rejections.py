@@ -383,42 +383,23 @@ SERVER_ERRORS = [
         Refusal("GET", f"{SUBSCRIPTIONS}?cursor={_YEAR_ZERO_CURSOR}", 422, "validation_error",
                 loc=["query", "cursor"]),
         id="cursor-time-out-of-range",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "decode_cursor accepts a time asyncpg cannot encode (year 1 at +05:00 is before "
-            "year 1 in UTC); asyncpg.exceptions.DataError escapes the middleware: 500 "
-            "instead of 422"
-        )),
     ),
     pytest.param(
         Refusal("GET", f"{SUBSCRIPTIONS}?limit=\u00b2", 422, "validation_error",
                 loc=["query", "limit"]),
         id="limit-superscript-two",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "_page_limit trusts str.isdigit(), which is true for '²' while int('²') raises "
-            "ValueError: 500 instead of 422"
-        )),
     ),
     pytest.param(
         create_subscription({**VALID_SUBSCRIPTION, "description": "nul \u0000 byte"}),
         id="create-subscription-nul-in-description",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "Postgres text cannot hold U+0000; asyncpg raises CharacterNotInRepertoireError, "
-            "which the middleware does not map: 500 instead of 422"
-        )),
     ),
     pytest.param(
         update_subscription({"description": "nul \u0000 byte"}),
         id="update-subscription-nul-in-description",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "Postgres text cannot hold U+0000: 500 instead of 422"
-        )),
     ),
     pytest.param(
         post_event({**VALID_EVENT, "idempotency_key": "nul \u0000 byte"}),
         id="post-event-nul-in-idempotency-key",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "Postgres text cannot hold U+0000: 500 instead of 422"
-        )),
     ),
 ]
 
@@ -435,10 +416,6 @@ async def test_unstorable_input_is_refused_not_a_server_error(
         assert refusal.loc in [detail["loc"] for detail in error["details"]], error
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "JSON parsing accepts NaN and Infinity, and the envelope is serialized with them: the "
-    "stored and signed body is not valid JSON (RFC 8259), but the event is accepted with 202"
-))
 @pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
 async def test_event_data_that_is_not_json_numbers_is_refused(
     api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool, number: bytes,

@@ -38,6 +38,10 @@ LOOPBACK_V4 = [ipaddress.ip_network("127.0.0.0/8")]
         ("100.64.0.1", False),  # carrier-grade NAT
         ("224.0.0.1", False),  # multicast
         ("255.255.255.255", False),
+        ("2002:7f00:1::1", False),  # 6to4 wrapping 127.0.0.1
+        ("2002:5db8:d822::1", True),  # 6to4 wrapping a public address
+        ("fec0::1", False),  # deprecated site-local
+        ("192.0.0.8", False),
     ],
 )
 def test_is_address_allowed_with_no_allowlist(address: str, allowed: bool) -> None:
