@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 # '*', an exact type, or 'prefix.*' matching every type that starts with 'prefix.'.
@@ -54,6 +61,47 @@ class EventCreate(Request):
     idempotency_key: IdempotencyKey | None = None
 
 
+class DeliveryQuery(BaseModel):
+    """The filters of GET /v1/deliveries, read from the query string."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subscription_id: str | None = None
+    event_id: str | None = None
+    status: Literal["pending", "succeeded", "failed"] | None = None
+    event_type: EventType | None = None
+    since: AwareDatetime | None = Field(default=None, description="Created at or after.")
+    until: AwareDatetime | None = Field(default=None, description="Created before.")
+    limit: int = Field(default=50, ge=1, le=250)
+    cursor: str | None = Field(default=None, description="next_cursor of the previous page.")
+
+
+class PageQuery(BaseModel):
+    """Paging of a list, read from the query string."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=50, ge=1, le=250)
+    cursor: str | None = Field(default=None, description="next_cursor of the previous page.")
+
+
+class RedeliverFailed(Request):
+    since: AwareDatetime = Field(description="Failed deliveries created at or after this.")
+    until: AwareDatetime | None = Field(default=None, description="...and before this.")
+    event_type: EventType | None = None
+    dry_run: bool = Field(default=False, description="Only count what would be queued.")
+    rate_per_second: float = Field(
+        default=10, gt=0, le=1000, description="The most redeliveries sent per second."
+    )
+
+
+class RotateSecret(Request):
+    grace_seconds: int = Field(
+        default=86400, ge=0, le=7 * 86400,
+        description="How long the old secret keeps signing beside the new one.",
+    )
+
+
 class Subscription(BaseModel):
     id: str
     url: str
@@ -62,6 +110,36 @@ class Subscription(BaseModel):
     status: str
     created_at: datetime
     updated_at: datetime
+
+
+class SubscriptionHealth(BaseModel):
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+    failing_since: datetime | None = Field(
+        description="When the current run of failed attempts began; null while healthy."
+    )
+    pending: int = Field(description="Deliveries still to be sent.")
+
+
+class SubscriptionDetail(Subscription):
+    health: SubscriptionHealth
+
+
+class SecretRotated(BaseModel):
+    secret: str = Field(description="The new signing secret (whsec_...).")
+    previous_secret_expires_at: datetime = Field(
+        description="Until then every attempt is signed with the old secret too."
+    )
+
+
+class TestSent(BaseModel):
+    event_id: str
+    delivery_id: str
+
+
+class RedeliveryCount(BaseModel):
+    count: int = Field(description="Deliveries queued (or, in a dry run, that would be).")
+    dry_run: bool
 
 
 class SubscriptionCreated(Subscription):
@@ -92,6 +170,11 @@ class DeliverySummary(BaseModel):
     last_error_kind: str | None
     created_at: datetime
     updated_at: datetime
+
+
+class DeliveryPage(BaseModel):
+    data: list[DeliverySummary]
+    next_cursor: str | None
 
 
 class Event(BaseModel):
@@ -133,3 +216,7 @@ class ErrorBody(BaseModel):
 
 class Error(BaseModel):
     error: ErrorBody
+
+
+class Health(BaseModel):
+    status: Literal["ok"]

@@ -30,15 +30,6 @@ _ERROR_TEXT = {
 
 
 @dataclass(frozen=True)
-class Parameter:
-    """A query parameter: its name, JSON schema and meaning."""
-
-    name: str
-    schema: dict[str, Any]
-    description: str
-
-
-@dataclass(frozen=True)
 class Operation:
     """One route: what it does, who may call it, and the models it reads and writes."""
 
@@ -50,10 +41,11 @@ class Operation:
     body: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     status: int = 200
-    query: tuple[Parameter, ...] = ()
+    query: type[BaseModel] | None = None
     errors: tuple[int, ...] = field(default=())
     content_type: str = "application/json"
     document: bool = True
+    body_optional: bool = False  # an empty body stands for {}
 
     def route(self) -> web.RouteDef:
         return web.route(self.method, self.path, self.handler)
@@ -115,16 +107,13 @@ def _operation(operation: Operation) -> dict[str, Any]:
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in _path_names(operation.path)
     ]
-    parameters += [
-        {"name": p.name, "in": "query", "required": False, "schema": p.schema,
-         "description": p.description}
-        for p in operation.query
-    ]
+    if operation.query is not None:
+        parameters += _query_parameters(operation.query)
     if parameters:
         spec["parameters"] = parameters
     if operation.body is not None:
         spec["requestBody"] = {
-            "required": True,
+            "required": not operation.body_optional,
             "content": {"application/json": {"schema": _ref(operation.body)}},
         }
     return spec
@@ -149,7 +138,7 @@ def _responses(operation: Operation) -> dict[str, Any]:
         codes |= {401, 403}
     if operation.body is not None:
         codes |= {400, 413, 422}
-    if operation.query:
+    if operation.query is not None:
         codes.add(422)
     if _path_names(operation.path):
         codes.add(404)
@@ -159,6 +148,21 @@ def _responses(operation: Operation) -> dict[str, Any]:
             "content": {"application/json": {"schema": _ref(Error)}},
         }
     return responses
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """One query parameter per field of `model`; each is optional."""
+    schema = model.model_json_schema(ref_template=_REF)
+    parameters = []
+    for name, field_schema in schema["properties"].items():
+        parameter: dict[str, Any] = {"name": name, "in": "query", "required": False}
+        description = field_schema.pop("description", None)
+        if description:
+            parameter["description"] = description
+        field_schema.pop("title", None)
+        parameter["schema"] = field_schema
+        parameters.append(parameter)
+    return parameters
 
 
 def _path_names(path: str) -> list[str]:

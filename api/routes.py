@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -15,17 +15,15 @@ from pydantic import BaseModel, ValidationError
 from api import models
 from api.auth import Role, authorize, scope
 from api.errors import ApiError, invalid, not_found, validation_details
+from api.openapi import Operation, build_document
 from api.state import CLOCK, SETTINGS, STORE
 from dispatcher.destinations import check_destination
 from dispatcher.signing import new_secret
+from hookpost import __version__
 from hookpost import store as records
 from hookpost.ids import new_id
 
 Body = TypeVar("Body", bound=BaseModel)
-
-DEFAULT_PAGE = 50
-MAX_PAGE = 250
-
 
 def _json(model: BaseModel, status: int = 200) -> web.Response:
     return web.Response(
@@ -33,14 +31,19 @@ def _json(model: BaseModel, status: int = 200) -> web.Response:
     )
 
 
-async def _body(request: web.Request, model: type[Body]) -> Body:
-    """The request body, parsed and validated against `model`; nothing else is accepted."""
+async def _body(request: web.Request, model: type[Body], *, optional: bool = False) -> Body:
+    """The request body, parsed and validated against `model`; nothing else is accepted.
+
+    With `optional`, an empty body stands for `{}`.
+    """
     limit = request.app[SETTINGS].max_payload_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes")
     raw = await request.read()
     if len(raw) > limit:
         raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes")
+    if optional and not raw.strip():
+        raw = b"{}"
     try:
         parsed = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
     except ValueError as error:  # bad JSON, bad UTF-8, NaN or an infinite number
@@ -69,11 +72,15 @@ def _finite_float(text: str) -> float:
     return number
 
 
-def _page_limit(request: web.Request) -> int:
-    text = request.query.get("limit", str(DEFAULT_PAGE))
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE:
-        raise invalid(f"limit must be a whole number from 1 to {MAX_PAGE}", ["query", "limit"])
-    return int(text)
+def _query(request: web.Request, model: type[Body]) -> Body:
+    """The query string, validated against `model`; unknown parameters are refused."""
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as error:
+        raise ApiError(
+            422, "validation_error", "the query is not valid",
+            validation_details(error, ("query",)),
+        ) from None
 
 
 def encode_cursor(created_at: datetime, id: str) -> str:
@@ -125,36 +132,58 @@ async def create_subscription(request: web.Request) -> web.Response:
     return _json(models.SubscriptionCreated.model_validate(record.model_dump()), 201)
 
 
+Row = TypeVar("Row", records.Subscription, records.Delivery)
+
+
+def _page(rows: list[Row], limit: int) -> tuple[list[Row], str | None]:
+    """The first `limit` of `limit + 1` rows, and the cursor of the next page if any."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
+
+
 async def list_subscriptions(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
-    limit = _page_limit(request)
-    after = decode_cursor(request.query.get("cursor"))
-    rows = await store.list_subscriptions(scope(caller), limit + 1, after)
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
+    query = _query(request, models.PageQuery)
+    after = decode_cursor(query.cursor)
+    rows, next_cursor = _page(
+        await store.list_subscriptions(scope(caller), query.limit + 1, after), query.limit
+    )
     page = models.SubscriptionPage(data=[_subscription(row) for row in rows],
                                    next_cursor=next_cursor)
     return _json(page)
 
 
+async def _own_subscription(request: web.Request, caller: records.ApiKey
+                            ) -> records.Subscription:
+    """The subscription named in the path, if the caller may see it; else 404."""
+    record = await request.app[STORE].get_subscription(request.match_info["id"], scope(caller))
+    if record is None:
+        raise not_found("subscription")
+    return record
+
+
 async def get_subscription(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
-    record = await store.get_subscription(request.match_info["id"], scope(caller))
-    if record is None:
-        raise not_found("subscription")
-    return _json(_subscription(record))
+    record = await _own_subscription(request, caller)
+    health = models.SubscriptionHealth(
+        last_success_at=record.last_success_at,
+        last_failure_at=record.last_failure_at,
+        failing_since=record.failing_since,
+        pending=await store.subscription_backlog(record.id),
+    )
+    detail = models.SubscriptionDetail.model_validate({**record.model_dump(), "health": health})
+    return _json(detail)
 
 
 async def update_subscription(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
     body = await _body(request, models.SubscriptionUpdate)
-    if await store.get_subscription(request.match_info["id"], scope(caller)) is None:
-        raise not_found("subscription")
+    await _own_subscription(request, caller)
     if body.url is not None:
         await _check_url(request, body.url)
     record = await store.update_subscription(
@@ -175,6 +204,46 @@ async def delete_subscription(request: web.Request) -> web.Response:
     if not deleted:
         raise not_found("subscription")
     return web.Response(status=204)
+
+
+async def rotate_secret(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
+    body = await _body(request, models.RotateSecret, optional=True)
+    now = request.app[CLOCK]()
+    expires_at = now + timedelta(seconds=body.grace_seconds)
+    record = await store.rotate_secret(
+        request.match_info["id"], scope(caller), new_secret(), expires_at, now
+    )
+    if record is None:
+        raise not_found("subscription")
+    return _json(models.SecretRotated(secret=record.secret,
+                                      previous_secret_expires_at=expires_at))
+
+
+async def send_test_event(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
+    subscription = await _own_subscription(request, caller)
+    now = request.app[CLOCK]()
+    event_id = new_id("evt")
+    data = {"subscription_id": subscription.id,
+            "message": "a test event sent on request; it needs no action"}
+    payload = event_payload(event_id, records.TEST_EVENT_TYPE, now, data)
+    delivery_id = await store.send_test_event(event_id, payload, caller.id, subscription.id, now)
+    return _json(models.TestSent(event_id=event_id, delivery_id=delivery_id), 202)
+
+
+async def redeliver_failed(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
+    body = await _body(request, models.RedeliverFailed)
+    subscription = await _own_subscription(request, caller)
+    count = await store.redeliver_failed(
+        subscription.id, body.since, body.until, body.event_type, request.app[CLOCK](),
+        body.rate_per_second, body.dry_run,
+    )
+    return _json(models.RedeliveryCount(count=count, dry_run=body.dry_run))
 
 
 # Events
@@ -234,11 +303,15 @@ def _idempotency_key(request: web.Request, body: models.EventCreate) -> str | No
 
 async def get_event(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    caller = await authorize(request, store, Role.PRODUCER, Role.ADMIN)
-    event = await store.get_event(request.match_info["id"], scope(caller))
+    caller = await authorize(request, store, Role.PRODUCER, Role.SUBSCRIBER, Role.ADMIN)
+    # Producers see the events they posted; subscribers, those delivered to them (and only
+    # their own deliveries of it).
+    producer = caller.id if caller.role == Role.PRODUCER else None
+    subscriber = caller.id if caller.role == Role.SUBSCRIBER else None
+    event = await store.get_event(request.match_info["id"], producer, subscriber)
     if event is None:
         raise not_found("event")
-    deliveries = await store.deliveries_of_event(event.id)
+    deliveries = await store.deliveries_of_event(event.id, subscriber)
     envelope = json.loads(event.payload)
     body = models.Event(
         id=event.id, type=event.type, data=envelope["data"], created_at=event.created_at,
@@ -248,6 +321,38 @@ async def get_event(request: web.Request) -> web.Response:
 
 
 # Deliveries
+
+
+async def list_deliveries(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
+    query = _query(request, models.DeliveryQuery)
+    filters = records.DeliveryFilters(
+        subscription_id=query.subscription_id, event_id=query.event_id, status=query.status,
+        event_type=query.event_type, since=query.since, until=query.until,
+    )
+    rows, next_cursor = _page(
+        await store.list_deliveries(scope(caller), filters, query.limit + 1,
+                                    decode_cursor(query.cursor)),
+        query.limit,
+    )
+    page = models.DeliveryPage(
+        data=[models.DeliverySummary.model_validate(_delivery_fields(row)) for row in rows],
+        next_cursor=next_cursor,
+    )
+    return _json(page)
+
+
+async def redeliver(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
+    id = request.match_info["id"]
+    if not await store.request_redelivery(id, scope(caller), request.app[CLOCK]()):
+        raise not_found("delivery")
+    delivery = await store.get_delivery(id, scope(caller))
+    if delivery is None:
+        raise not_found("delivery")
+    return _json(models.DeliverySummary.model_validate(_delivery_fields(delivery)), 202)
 
 
 async def get_delivery(request: web.Request) -> web.Response:
@@ -267,17 +372,53 @@ async def get_delivery(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return _json(models.Health(status="ok"))
 
 
-ROUTES = [
-    web.post("/v1/subscriptions", create_subscription),
-    web.get("/v1/subscriptions", list_subscriptions),
-    web.get("/v1/subscriptions/{id}", get_subscription),
-    web.patch("/v1/subscriptions/{id}", update_subscription),
-    web.delete("/v1/subscriptions/{id}", delete_subscription),
-    web.post("/v1/events", create_event),
-    web.get("/v1/events/{id}", get_event),
-    web.get("/v1/deliveries/{id}", get_delivery),
-    web.get("/health", health),
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
+_OWNER = (Role.SUBSCRIBER, Role.ADMIN)
+
+OPERATIONS = [
+    Operation("POST", "/v1/subscriptions", create_subscription, "Create a subscription",
+              _OWNER, models.SubscriptionCreate, models.SubscriptionCreated, 201),
+    Operation("GET", "/v1/subscriptions", list_subscriptions, "List subscriptions",
+              _OWNER, response=models.SubscriptionPage, query=models.PageQuery),
+    Operation("GET", "/v1/subscriptions/{id}", get_subscription,
+              "Read a subscription with its health", _OWNER,
+              response=models.SubscriptionDetail),
+    Operation("PATCH", "/v1/subscriptions/{id}", update_subscription,
+              "Change a subscription's url, event types, description or status", _OWNER,
+              models.SubscriptionUpdate, models.Subscription),
+    Operation("DELETE", "/v1/subscriptions/{id}", delete_subscription,
+              "Delete a subscription; its pending deliveries end as failed", _OWNER,
+              status=204),
+    Operation("POST", "/v1/subscriptions/{id}/rotate-secret", rotate_secret,
+              "Replace the signing secret; the old one keeps signing for a grace period",
+              _OWNER, models.RotateSecret, models.SecretRotated, body_optional=True),
+    Operation("POST", "/v1/subscriptions/{id}/test", send_test_event,
+              "Send a webhook.test event to this subscription only", _OWNER,
+              response=models.TestSent, status=202),
+    Operation("POST", "/v1/subscriptions/{id}/redeliver-failed", redeliver_failed,
+              "Redeliver the subscription's failed deliveries, at a bounded rate", _OWNER,
+              models.RedeliverFailed, models.RedeliveryCount),
+    Operation("POST", "/v1/events", create_event, "Post an event",
+              (Role.PRODUCER, Role.ADMIN), models.EventCreate, models.EventAccepted, 202,
+              errors=(409,)),
+    Operation("GET", "/v1/events/{id}", get_event, "Read an event and its deliveries",
+              (Role.PRODUCER, Role.SUBSCRIBER, Role.ADMIN), response=models.Event),
+    Operation("GET", "/v1/deliveries", list_deliveries, "List deliveries, newest first",
+              _OWNER, response=models.DeliveryPage, query=models.DeliveryQuery),
+    Operation("GET", "/v1/deliveries/{id}", get_delivery, "Read a delivery with every attempt",
+              _OWNER, response=models.Delivery),
+    Operation("POST", "/v1/deliveries/{id}/redeliver", redeliver,
+              "Make one more attempt now", _OWNER, response=models.DeliverySummary,
+              status=202),
+    Operation("GET", "/health", health, "Liveness", response=models.Health),
+    Operation("GET", "/openapi.json", openapi_document, "This document", document=False),
 ]
+
+OPENAPI = build_document(OPERATIONS, __version__)
+ROUTES = [operation.route() for operation in OPERATIONS]

@@ -87,16 +87,24 @@ SELECT deliveries, (SELECT pg_notify('hookpost_deliveries', '') WHERE deliveries
 FROM total;
 
 -- name: get_event --
--- $2: the producer's key id, or NULL to see every producer's.
-SELECT id, type, payload, producer_key_id, idempotency_key, created_at FROM events
-WHERE id = $1 AND ($2::text IS NULL OR producer_key_id = $2);
+-- $2: the producer's key id, or NULL to see every producer's. $3: a subscriber's key id,
+-- who sees only events delivered to one of their subscriptions, or NULL.
+SELECT id, type, payload, producer_key_id, idempotency_key, created_at FROM events e
+WHERE id = $1 AND ($2::text IS NULL OR producer_key_id = $2)
+  AND ($3::text IS NULL OR EXISTS (
+      SELECT 1 FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+      WHERE d.event_id = e.id AND s.owner_key_id = $3));
 
 -- name: count_event_deliveries --
 SELECT count(*) FROM deliveries WHERE event_id = $1;
 
 -- name: deliveries_of_event --
-SELECT d.*, e.type AS event_type FROM deliveries d JOIN events e ON e.id = d.event_id
-WHERE d.event_id = $1
+-- $2: the subscription owner's key id, or NULL for every owner's.
+SELECT d.*, e.type AS event_type
+FROM deliveries d
+JOIN events e ON e.id = d.event_id
+JOIN subscriptions s ON s.id = d.subscription_id
+WHERE d.event_id = $1 AND ($2::text IS NULL OR s.owner_key_id = $2)
 ORDER BY d.created_at, d.id;
 
 -- name: get_delivery --
@@ -253,3 +261,88 @@ SET status = coalesce(prior_status, 'pending'), prior_status = NULL,
     lease_expires_at = NULL, lease_token = NULL, updated_at = $1
 WHERE status = 'in_flight' AND lease_expires_at <= $1
 RETURNING id;
+
+-- name: list_deliveries --
+-- Newest first. $1: the subscription owner's key id, or NULL for every owner's. Filters
+-- $2..$7 are ignored when NULL; ($8, $9) is the (created_at, id) of the previous page's
+-- last row. A delivery in flight is listed as pending.
+SELECT d.*, e.type AS event_type
+FROM deliveries d
+JOIN events e ON e.id = d.event_id
+JOIN subscriptions s ON s.id = d.subscription_id
+WHERE ($1::text IS NULL OR s.owner_key_id = $1)
+  AND ($2::text IS NULL OR d.subscription_id = $2)
+  AND ($3::text IS NULL OR d.event_id = $3)
+  AND ($4::text IS NULL OR d.status = $4 OR ($4 = 'pending' AND d.status = 'in_flight'))
+  AND ($5::text IS NULL OR e.type = $5)
+  AND ($6::timestamptz IS NULL OR d.created_at >= $6)
+  AND ($7::timestamptz IS NULL OR d.created_at < $7)
+  AND ($8::timestamptz IS NULL OR (d.created_at, d.id) < ($8, $9::text))
+ORDER BY d.created_at DESC, d.id DESC
+LIMIT $10;
+
+-- name: subscription_backlog --
+-- Deliveries of a subscription still to be sent: pending, in flight or asked for again.
+SELECT count(*) FROM deliveries
+WHERE subscription_id = $1
+  AND (status IN ('pending', 'in_flight') OR manual_due_at IS NOT NULL);
+
+-- name: request_redelivery --
+-- One more attempt of delivery $1 as soon as a dispatcher is free, whatever its status.
+-- $3: the subscription owner's key id, or NULL for every owner's.
+WITH asked AS (
+    UPDATE deliveries d SET manual_due_at = $2, updated_at = $2
+    FROM subscriptions s
+    WHERE d.id = $1 AND s.id = d.subscription_id AND s.status <> 'deleted'
+      AND ($3::text IS NULL OR s.owner_key_id = $3)
+    RETURNING d.id
+)
+SELECT id, pg_notify('hookpost_deliveries', '') FROM asked;
+
+-- name: redeliver_failed --
+-- Failed deliveries of subscription $1 created in [$2, $3) of event type $4 (NULL: any),
+-- not already queued, are asked for again, one every $6 seconds after the last one queued
+-- for this subscription (or from $5, now). With $7 (a dry run) nothing changes.
+WITH failed AS (
+    SELECT d.id, row_number() OVER (ORDER BY d.created_at, d.id) AS place
+    FROM deliveries d
+    JOIN events e ON e.id = d.event_id
+    WHERE d.subscription_id = $1
+      AND d.status = 'failed'
+      AND d.manual_due_at IS NULL
+      AND d.created_at >= $2
+      AND ($3::timestamptz IS NULL OR d.created_at < $3)
+      AND ($4::text IS NULL OR e.type = $4)
+), start AS (
+    SELECT greatest(max(manual_due_at), $5 - make_interval(secs => $6)) AS after
+    FROM deliveries
+    WHERE subscription_id = $1 AND manual_due_at IS NOT NULL
+), queued AS (
+    UPDATE deliveries d
+    SET manual_due_at = start.after + f.place * make_interval(secs => $6),
+        updated_at = $5
+    FROM failed f, start
+    WHERE d.id = f.id AND NOT $7 AND d.status = 'failed' AND d.manual_due_at IS NULL
+    RETURNING d.id
+)
+SELECT (SELECT count(*) FROM failed) AS matched,
+       (SELECT count(*) FROM queued) AS queued,
+       (SELECT pg_notify('hookpost_deliveries', '')
+        WHERE EXISTS (SELECT 1 FROM queued)) AS notified;
+
+-- name: insert_test_delivery --
+-- A delivery of test event $1 to subscription $2 only, due at once.
+WITH created AS (
+    INSERT INTO deliveries
+        (event_id, subscription_id, origin, next_attempt_at, created_at, updated_at)
+    VALUES ($1, $2, 'test', $3, $3, $3)
+    RETURNING id
+)
+SELECT id, pg_notify('hookpost_deliveries', '') FROM created;
+
+-- name: rotate_secret --
+-- The current secret becomes the previous one, signing beside $3 until $4.
+UPDATE subscriptions
+SET previous_secret = secret, previous_secret_expires_at = $4, secret = $3, updated_at = $5
+WHERE id = $1 AND status <> 'deleted' AND ($2::text IS NULL OR owner_key_id = $2)
+RETURNING *;

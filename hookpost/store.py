@@ -24,6 +24,7 @@ def load_queries(path: Path) -> dict[str, str]:
 
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
+TEST_EVENT_TYPE = "webhook.test"
 
 
 class ApiKey(BaseModel):
@@ -41,6 +42,10 @@ class Subscription(BaseModel):
     description: str
     status: str
     secret: str
+    previous_secret_expires_at: datetime | None
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+    failing_since: datetime | None
     created_at: datetime
     updated_at: datetime
 
@@ -81,6 +86,18 @@ class Attempt(BaseModel):
     error_kind: str | None
     error_message: str | None
     outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilters:
+    """What a delivery listing narrows to; None leaves a filter out."""
+
+    subscription_id: str | None = None
+    event_id: str | None = None
+    status: str | None = None
+    event_type: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,18 +254,83 @@ class Store:
             fanned = _one(await connection.fetchrow(QUERIES["fan_out"], id, type, now))
             return Event.model_validate(dict(row)), fanned["deliveries"], True
 
-    async def get_event(self, id: str, producer_key_id: str | None) -> Event | None:
-        return _model(Event, await self.pool.fetchrow(QUERIES["get_event"], id, producer_key_id))
+    async def get_event(
+        self, id: str, producer_key_id: str | None, subscriber_key_id: str | None = None
+    ) -> Event | None:
+        row = await self.pool.fetchrow(
+            QUERIES["get_event"], id, producer_key_id, subscriber_key_id
+        )
+        return _model(Event, row)
 
-    async def deliveries_of_event(self, event_id: str) -> list[Delivery]:
-        rows = await self.pool.fetch(QUERIES["deliveries_of_event"], event_id)
+    async def deliveries_of_event(
+        self, event_id: str, owner_key_id: str | None = None
+    ) -> list[Delivery]:
+        rows = await self.pool.fetch(QUERIES["deliveries_of_event"], event_id, owner_key_id)
         return [Delivery.model_validate(dict(row)) for row in rows]
+
+    async def send_test_event(
+        self, id: str, payload: bytes, caller_key_id: str, subscription_id: str, now: datetime
+    ) -> str:
+        """Store a `webhook.test` event and its one delivery; the delivery's id."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                QUERIES["insert_event"], id, TEST_EVENT_TYPE, payload, caller_key_id, None, now
+            )
+            row = _one(await connection.fetchrow(
+                QUERIES["insert_test_delivery"], id, subscription_id, now
+            ))
+            delivery_id: str = row["id"]
+            return delivery_id
 
     # Deliveries
 
     async def get_delivery(self, id: str, owner_key_id: str | None) -> Delivery | None:
         row = await self.pool.fetchrow(QUERIES["get_delivery"], id, owner_key_id)
         return _model(Delivery, row)
+
+    async def list_deliveries(
+        self, owner_key_id: str | None, filters: DeliveryFilters, limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> list[Delivery]:
+        after_at, after_id = after if after else (None, None)
+        rows = await self.pool.fetch(
+            QUERIES["list_deliveries"], owner_key_id, filters.subscription_id,
+            filters.event_id, filters.status, filters.event_type, filters.since, filters.until,
+            after_at, after_id, limit,
+        )
+        return [Delivery.model_validate(dict(row)) for row in rows]
+
+    async def subscription_backlog(self, subscription_id: str) -> int:
+        count: int = await self.pool.fetchval(QUERIES["subscription_backlog"], subscription_id)
+        return count
+
+    async def request_redelivery(self, id: str, owner_key_id: str | None, now: datetime
+                                 ) -> bool:
+        """Ask for one more attempt of a delivery; False if there is no such delivery."""
+        row = await self.pool.fetchrow(QUERIES["request_redelivery"], id, now, owner_key_id)
+        return row is not None
+
+    async def redeliver_failed(
+        self, subscription_id: str, since: datetime, until: datetime | None,
+        event_type: str | None, now: datetime, rate_per_second: float, dry_run: bool,
+    ) -> int:
+        """Queue the failed deliveries that match, spaced to `rate_per_second`; how many
+        match (dry run) or were queued."""
+        row = _one(await self.pool.fetchrow(
+            QUERIES["redeliver_failed"], subscription_id, since, until, event_type, now,
+            1.0 / rate_per_second, dry_run,
+        ))
+        count: int = row["matched"] if dry_run else row["queued"]
+        return count
+
+    async def rotate_secret(
+        self, id: str, owner_key_id: str | None, secret: str, previous_expires_at: datetime,
+        now: datetime,
+    ) -> Subscription | None:
+        row = await self.pool.fetchrow(
+            QUERIES["rotate_secret"], id, owner_key_id, secret, previous_expires_at, now
+        )
+        return _model(Subscription, row)
 
     async def attempts_of_delivery(self, delivery_id: str) -> list[Attempt]:
         rows = await self.pool.fetch(QUERIES["attempts_of_delivery"], delivery_id)

@@ -89,6 +89,8 @@ async def test_subscriber_creates_reads_changes_lists_and_deletes_a_subscription
 
     read = await read_json(api, path, keys.subscriber)
     assert "secret" not in read
+    assert read.pop("health") == {"last_success_at": None, "last_failure_at": None,
+                                  "failing_since": None, "pending": 0}
     assert read == {name: value for name, value in created.items() if name != "secret"}
 
     changed = await api.patch(

@@ -282,8 +282,9 @@ WRONG_ROLE = [
                  id="producer-lists-subscriptions"),
     pytest.param(Refusal("POST", EVENTS, 403, "forbidden", key="subscriber", body=VALID_EVENT),
                  id="subscriber-posts-event"),
-    pytest.param(Refusal("GET", "/v1/events/{evt}", 403, "forbidden", key="subscriber"),
-                 id="subscriber-reads-event"),
+    # An event not delivered to any of the subscriber's subscriptions does not exist for them.
+    pytest.param(Refusal("GET", "/v1/events/{evt}", 404, "not_found", key="other_subscriber"),
+                 id="subscriber-reads-event-not-delivered-to-them"),
     pytest.param(Refusal("GET", "/v1/deliveries/{dlv}", 403, "forbidden", key="producer"),
                  id="producer-reads-delivery"),
 ]
