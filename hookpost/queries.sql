@@ -314,7 +314,8 @@ WITH failed AS (
       AND ($3::timestamptz IS NULL OR d.created_at < $3)
       AND ($4::text IS NULL OR e.type = $4)
 ), start AS (
-    SELECT greatest(max(manual_due_at), $5 - make_interval(secs => $6)) AS after
+    SELECT greatest(max(manual_due_at), $5::timestamptz - make_interval(secs => $6))
+        AS after
     FROM deliveries
     WHERE subscription_id = $1 AND manual_due_at IS NOT NULL
 ), queued AS (
