@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     last_success_at timestamptz,
     last_failure_at timestamptz,
     failing_since   timestamptz,
+    -- Why and when hookpost disabled it (410 Gone, or failing for too long).
+    disabled_reason text,
+    disabled_at     timestamptz,
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
@@ -41,6 +44,8 @@ CREATE INDEX IF NOT EXISTS subscriptions_listing
     ON subscriptions (created_at DESC, id DESC) WHERE status <> 'deleted';
 CREATE INDEX IF NOT EXISTS subscriptions_fan_out
     ON subscriptions (status) WHERE status IN ('active', 'paused');
+CREATE INDEX IF NOT EXISTS subscriptions_failing
+    ON subscriptions (failing_since) WHERE status = 'active' AND failing_since IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS events (
     id               text PRIMARY KEY,
@@ -52,6 +57,8 @@ CREATE TABLE IF NOT EXISTS events (
     created_at       timestamptz NOT NULL,
     UNIQUE (producer_key_id, idempotency_key)
 );
+
+CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at);
 
 CREATE TABLE IF NOT EXISTS deliveries (
     id               text PRIMARY KEY DEFAULT new_id('dlv'),
@@ -89,8 +96,11 @@ CREATE INDEX IF NOT EXISTS deliveries_by_subscription
     ON deliveries (subscription_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS deliveries_listing ON deliveries (created_at DESC, id DESC);
 
+-- Attempts are the largest table, so they are partitioned by day: retention drops whole
+-- partitions instead of deleting rows. Rows outside every day partition (far past or
+-- future) land in the default one and are moved out when their day's partition is made.
 CREATE TABLE IF NOT EXISTS attempts (
-    id               text PRIMARY KEY DEFAULT new_id('att'),
+    id               text NOT NULL DEFAULT new_id('att'),
     delivery_id      text NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
     attempt_number   integer NOT NULL,
     trigger          text NOT NULL CHECK (trigger IN ('scheduled', 'manual', 'test')),
@@ -101,7 +111,65 @@ CREATE TABLE IF NOT EXISTS attempts (
     response_body    text,
     error_kind       text CHECK (error_kind IN ('timeout', 'connect', 'dns', 'tls', 'http')),
     error_message    text,
-    outcome          text NOT NULL CHECK (outcome IN ('succeeded', 'retry', 'failed'))
-);
+    outcome          text NOT NULL CHECK (outcome IN ('succeeded', 'retry', 'failed')),
+    PRIMARY KEY (id, started_at)
+) PARTITION BY RANGE (started_at);
+
+CREATE TABLE IF NOT EXISTS attempts_default PARTITION OF attempts DEFAULT;
 
 CREATE INDEX IF NOT EXISTS attempts_by_delivery ON attempts (delivery_id, started_at);
+
+-- The partition of attempts for one UTC day, made if missing. Rows of that day waiting in
+-- the default partition are moved into it.
+CREATE OR REPLACE FUNCTION ensure_attempts_partition(day date) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    name text := 'attempts_' || to_char(day, 'YYYYMMDD');
+    day_start timestamptz := day::timestamp AT TIME ZONE 'UTC';
+    day_end timestamptz := (day + 1)::timestamp AT TIME ZONE 'UTC';
+BEGIN
+    -- Several dispatchers may keep partitions at once; one at a time does the work.
+    PERFORM pg_advisory_xact_lock(hashtext('hookpost attempts partitions'));
+    IF to_regclass(name) IS NOT NULL THEN
+        RETURN;
+    END IF;
+    EXECUTE format('CREATE TABLE %I (LIKE attempts INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                   name);
+    EXECUTE format('WITH moved AS (DELETE FROM attempts_default WHERE started_at >= %L'
+                   ' AND started_at < %L RETURNING *) INSERT INTO %I SELECT * FROM moved',
+                   day_start, day_end, name);
+    EXECUTE format('ALTER TABLE attempts ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+                   name, day_start, day_end);
+END
+$$;
+
+-- Drops every day partition of attempts that ends at or before `cutoff`; returns how many.
+CREATE OR REPLACE FUNCTION drop_attempts_partitions(cutoff timestamptz) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    partition record;
+    dropped integer := 0;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('hookpost attempts partitions'));
+    FOR partition IN
+        SELECT child.relname AS name
+        FROM pg_inherits
+        JOIN pg_class child ON child.oid = pg_inherits.inhrelid
+        JOIN pg_class parent ON parent.oid = pg_inherits.inhparent
+        WHERE parent.relname = 'attempts' AND child.relname ~ '^attempts_[0-9]{8}$'
+          AND (to_date(substr(child.relname, 10), 'YYYYMMDD') + 1)::timestamp
+              AT TIME ZONE 'UTC' <= cutoff
+    LOOP
+        EXECUTE format('DROP TABLE %I', partition.name);
+        dropped := dropped + 1;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
+
+-- Which schema.sql was applied last, so /ready can tell a process and its database apart.
+CREATE TABLE IF NOT EXISTS schema_version (
+    single     boolean PRIMARY KEY DEFAULT true CHECK (single),
+    digest     text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from datetime import datetime
 
@@ -12,6 +13,7 @@ import asyncpg
 
 from dispatcher.schedule import after_attempt, classify, parse_retry_after
 from dispatcher.sender import Response, Sender
+from hookpost import metrics
 from hookpost.clock import Clock, utcnow
 from hookpost.ids import new_id
 from hookpost.settings import Settings
@@ -52,6 +54,7 @@ class Dispatcher:
         self._records_ready = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._last_reclaim: datetime | None = None
+        self._last_tick: float | None = None
 
     def stop(self) -> None:
         """Ask the loop to stop: claim nothing new, finish or hand back what is in flight."""
@@ -87,8 +90,17 @@ class Dispatcher:
                 await self._sender.close()
                 self._sender = None
 
+    @property
+    def ticking(self) -> bool:
+        """Whether the loop has come round lately (for /ready)."""
+        if self._last_tick is None:
+            return False
+        limit = max(3 * self.settings.poll_interval.total_seconds(), 5.0)
+        return time.monotonic() - self._last_tick < limit
+
     async def _loop(self, until_idle: bool, side_tasks: list[asyncio.Task[None]]) -> None:
         while not self._stop.is_set():
+            self._last_tick = time.monotonic()
             for task in side_tasks:
                 if task.done():
                     task.result()  # a side task that died stops the dispatcher loudly
@@ -128,6 +140,7 @@ class Dispatcher:
             self._per_subscription[delivery.subscription_id] += 1
             task = asyncio.create_task(self._deliver(delivery), name=delivery.id)
             self._sending[delivery.id] = task
+            metrics.IN_FLIGHT.inc()
         return len(claimed)
 
     async def _reclaim_expired(self) -> None:
@@ -187,6 +200,7 @@ class Dispatcher:
                           extra={"delivery_id": delivery.id})
         finally:
             del self._sending[delivery.id]
+            metrics.IN_FLIGHT.dec()
             self._per_subscription[delivery.subscription_id] -= 1
             if self._per_subscription[delivery.subscription_id] <= 0:
                 del self._per_subscription[delivery.subscription_id]
@@ -210,6 +224,16 @@ class Dispatcher:
             retry_after=retry_after,
         )
         outcome = state.outcome
+        error_kind = None if response.error_kind is None else response.error_kind.value
+        metrics.ATTEMPTS.labels(outcome.value,
+                                metrics.response_class(response.status, error_kind)).inc()
+        metrics.ATTEMPT_SECONDS.observe(response.duration_ms / 1000)
+        if response.status == 410:
+            metrics.DISABLED.labels("gone").inc()
+            log.warning("disabling subscription %s: its endpoint answered 410 Gone",
+                        delivery.subscription_id,
+                        extra={"subscription_id": delivery.subscription_id,
+                               "delivery_id": delivery.id})
         log.info(
             "attempt %d of %s (subscription %s, event %s, %s): %s",
             attempt_number, delivery.id, delivery.subscription_id, delivery.event_id,
@@ -229,7 +253,7 @@ class Dispatcher:
             response_status=response.status,
             response_headers=response.headers_json,
             response_body=response.body,
-            error_kind=None if response.error_kind is None else response.error_kind.value,
+            error_kind=error_kind,
             error_message=response.error_message,
             outcome=outcome.value,
             next_attempt_at=state.next_attempt_at,

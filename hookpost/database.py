@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from pathlib import Path
@@ -15,6 +16,8 @@ from tenacity import (
     stop_after_delay,
     wait_exponential,
 )
+
+from hookpost.store import QUERIES
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
 # Any fixed number, shared by every process that applies the schema.
@@ -70,9 +73,15 @@ async def _init_connection(connection: Any) -> None:
     await connection.execute("SET TIME ZONE 'UTC'")
 
 
+def schema_digest() -> str:
+    """A fingerprint of this code's schema.sql."""
+    return hashlib.sha256(SCHEMA_PATH.read_bytes()).hexdigest()
+
+
 async def migrate(pool: asyncpg.Pool) -> None:
     """Apply schema.sql; safe to run again and from several processes at once."""
     schema = SCHEMA_PATH.read_text()
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
         await connection.execute(schema)
+        await connection.execute(QUERIES["record_schema_digest"], schema_digest())

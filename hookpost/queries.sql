@@ -33,11 +33,16 @@ LIMIT $2;
 
 -- name: update_subscription --
 -- NULL leaves a field as it is.
+-- Leaving 'disabled' forgets why it was disabled and starts its health afresh.
 UPDATE subscriptions SET
     url = coalesce($3, url),
     event_types = coalesce($4, event_types),
     description = coalesce($5, description),
     status = coalesce($6, status),
+    disabled_reason = CASE WHEN $6 IS NULL THEN disabled_reason END,
+    disabled_at = CASE WHEN $6 IS NULL THEN disabled_at END,
+    failing_since = CASE WHEN status = 'disabled' AND $6 IS NOT NULL THEN NULL
+                         ELSE failing_since END,
     updated_at = $7
 WHERE id = $1 AND status <> 'deleted' AND ($2::text IS NULL OR owner_key_id = $2)
 RETURNING *;
@@ -220,6 +225,7 @@ WITH results AS (
     WHERE d.id = r.delivery_id AND d.status = 'in_flight' AND d.lease_token = r.lease_token
     RETURNING d.id
 ), health AS (
+    -- A receiver that answers 410 Gone has asked to be forgotten: disable it at once.
     UPDATE subscriptions s
     SET last_success_at = greatest(s.last_success_at, h.last_success_at),
         last_failure_at = greatest(s.last_failure_at, h.last_failure_at),
@@ -227,12 +233,20 @@ WITH results AS (
             WHEN h.last_failure_at IS NULL OR h.last_success_at > h.last_failure_at THEN NULL
             WHEN h.last_success_at IS NULL THEN coalesce(s.failing_since, h.first_failure_at)
             ELSE h.last_failure_at
-        END
+        END,
+        status = CASE WHEN h.gone AND s.status IN ('active', 'paused') THEN 'disabled'
+                      ELSE s.status END,
+        disabled_reason = CASE WHEN h.gone AND s.status IN ('active', 'paused')
+                               THEN 'the endpoint answered 410 Gone'
+                               ELSE s.disabled_reason END,
+        disabled_at = CASE WHEN h.gone AND s.status IN ('active', 'paused') THEN $16
+                           ELSE s.disabled_at END
     FROM (
         SELECT d.subscription_id,
                max(r.started_at) FILTER (WHERE r.outcome = 'succeeded') AS last_success_at,
                max(r.started_at) FILTER (WHERE r.outcome <> 'succeeded') AS last_failure_at,
-               min(r.started_at) FILTER (WHERE r.outcome <> 'succeeded') AS first_failure_at
+               min(r.started_at) FILTER (WHERE r.outcome <> 'succeeded') AS first_failure_at,
+               bool_or(r.response_status = 410) AS gone
         FROM results r JOIN deliveries d ON d.id = r.delivery_id
         GROUP BY d.subscription_id
     ) AS h
@@ -347,3 +361,70 @@ UPDATE subscriptions
 SET previous_secret = secret, previous_secret_expires_at = $4, secret = $3, updated_at = $5
 WHERE id = $1 AND status <> 'deleted' AND ($2::text IS NULL OR owner_key_id = $2)
 RETURNING *;
+
+-- name: ensure_attempts_partitions --
+-- Day partitions of attempts for every day from $1 to $2.
+SELECT ensure_attempts_partition(day::date)
+FROM generate_series($1::date, $2::date, interval '1 day') AS day;
+
+-- name: drop_attempts_partitions --
+SELECT drop_attempts_partitions($1);
+
+-- name: delete_old_default_attempts --
+-- Up to $2 attempts older than $1 that sit in the default partition.
+DELETE FROM attempts_default
+WHERE ctid IN (SELECT ctid FROM attempts_default WHERE started_at < $1 LIMIT $2);
+
+-- name: delete_old_events --
+-- Up to $2 events older than $1 whose deliveries are all finished, with their deliveries
+-- (and any attempts left of them).
+WITH old AS (
+    SELECT e.id FROM events e
+    WHERE e.created_at < $1
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries d
+          WHERE d.event_id = e.id
+            AND (d.status IN ('pending', 'in_flight') OR d.manual_due_at IS NOT NULL))
+    ORDER BY e.created_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM events WHERE id IN (SELECT id FROM old) RETURNING 1
+)
+SELECT count(*) FROM deleted;
+
+-- name: disable_failing_subscriptions --
+-- Active subscriptions failing continuously since $2 or earlier become disabled.
+UPDATE subscriptions
+SET status = 'disabled', disabled_reason = $3, disabled_at = $1, updated_at = $1
+WHERE status = 'active' AND failing_since <= $2
+RETURNING id;
+
+-- name: delivery_gauges --
+-- What the gauges show: pending and due deliveries, and how long the oldest due one waits.
+SELECT count(*) FILTER (WHERE status IN ('pending', 'in_flight')) AS pending,
+       count(*) FILTER (WHERE status = 'pending' AND next_attempt_at <= $1) AS due,
+       coalesce(extract(epoch FROM $1 - min(next_attempt_at)
+                        FILTER (WHERE status = 'pending' AND next_attempt_at <= $1)), 0)
+           AS oldest_due_seconds
+FROM deliveries
+WHERE status IN ('pending', 'in_flight');
+
+-- name: subscriptions_by_status --
+SELECT status, count(*) AS count FROM subscriptions GROUP BY status;
+
+-- name: largest_backlogs --
+-- The $1 subscriptions with the most deliveries still to send.
+SELECT subscription_id, count(*) AS backlog
+FROM deliveries
+WHERE status IN ('pending', 'in_flight')
+GROUP BY subscription_id
+ORDER BY backlog DESC, subscription_id
+LIMIT $1;
+
+-- name: record_schema_digest --
+INSERT INTO schema_version (digest) VALUES ($1)
+ON CONFLICT (single) DO UPDATE SET digest = excluded.digest, applied_at = now();
+
+-- name: schema_digest --
+SELECT digest FROM schema_version;

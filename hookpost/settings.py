@@ -112,6 +112,24 @@ class Settings(BaseSettings):
         default=timedelta(seconds=15),
         description="On SIGTERM, how long attempts in flight may take to finish.",
     )
+    retention: timedelta = Field(
+        default=timedelta(days=30), description="How long events and attempts are kept."
+    )
+    disable_after: timedelta = Field(
+        default=timedelta(days=5),
+        description="A subscription failing continuously this long is disabled.",
+    )
+    maintenance_interval: timedelta = Field(
+        default=timedelta(minutes=1),
+        description="How often retention, auto-disable and partition upkeep run.",
+    )
+    gauges_interval: timedelta = Field(
+        default=timedelta(seconds=15), description="How often the backlog gauges refresh."
+    )
+    metrics_port: int = Field(
+        default=9464, ge=0, le=65535,
+        description="Port of /metrics, /health and /ready for `hookpost dispatcher`.",
+    )
     log_format: Literal["text", "json"] = Field(
         default="text", description="Logs as readable text, or one JSON object per line."
     )
@@ -132,6 +150,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "request_timeout", "connect_timeout", "lease", "poll_interval", "shutdown_grace",
+        "retention", "disable_after", "maintenance_interval", "gauges_interval",
         mode="before",
     )
     @classmethod

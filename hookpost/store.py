@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,6 +46,7 @@ class Subscription(BaseModel):
     last_success_at: datetime | None
     last_failure_at: datetime | None
     failing_since: datetime | None
+    disabled_reason: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -165,6 +166,12 @@ def _one(row: asyncpg.Record | None) -> asyncpg.Record:
     assert row is not None
     return row
 
+@dataclass(frozen=True, slots=True)
+class DeliveryGauges:
+    pending: int
+    due: int
+    oldest_due_seconds: float
+
 
 class Store:
     """All reads and writes of hookpost's tables."""
@@ -180,6 +187,10 @@ class Store:
 
     async def api_key_by_hash(self, key_hash: bytes) -> ApiKey | None:
         return _model(ApiKey, await self.pool.fetchrow(QUERIES["api_key_by_hash"], key_hash))
+
+    async def schema_digest(self) -> str | None:
+        digest: str | None = await self.pool.fetchval(QUERIES["schema_digest"])
+        return digest
 
     async def count_admin_keys(self) -> int:
         count: int = await self.pool.fetchval(QUERIES["count_admin_keys"])
@@ -358,6 +369,43 @@ class Store:
             for column, value in zip(columns, _record_values(record), strict=True):
                 column.append(value)
         await self.pool.execute(QUERIES["record_attempts"], *columns, now)
+
+    # Maintenance
+
+    async def ensure_attempts_partitions(self, first: date, last: date) -> None:
+        await self.pool.execute(QUERIES["ensure_attempts_partitions"], first, last)
+
+    async def drop_attempts_partitions(self, cutoff: datetime) -> int:
+        dropped: int = await self.pool.fetchval(QUERIES["drop_attempts_partitions"], cutoff)
+        return dropped
+
+    async def delete_old_default_attempts(self, cutoff: datetime, batch: int) -> int:
+        status = await self.pool.execute(QUERIES["delete_old_default_attempts"], cutoff, batch)
+        return int(status.split()[-1])
+
+    async def delete_old_events(self, cutoff: datetime, batch: int) -> int:
+        deleted: int = await self.pool.fetchval(QUERIES["delete_old_events"], cutoff, batch)
+        return deleted
+
+    async def disable_failing_subscriptions(
+        self, now: datetime, failing_since: datetime, reason: str
+    ) -> list[str]:
+        rows = await self.pool.fetch(
+            QUERIES["disable_failing_subscriptions"], now, failing_since, reason
+        )
+        return [row["id"] for row in rows]
+
+    async def delivery_gauges(self, now: datetime) -> DeliveryGauges:
+        row = _one(await self.pool.fetchrow(QUERIES["delivery_gauges"], now))
+        return DeliveryGauges(row["pending"], row["due"], float(row["oldest_due_seconds"]))
+
+    async def subscriptions_by_status(self) -> dict[str, int]:
+        rows = await self.pool.fetch(QUERIES["subscriptions_by_status"])
+        return {row["status"]: row["count"] for row in rows}
+
+    async def largest_backlogs(self, limit: int) -> dict[str, int]:
+        rows = await self.pool.fetch(QUERIES["largest_backlogs"], limit)
+        return {row["subscription_id"]: row["backlog"] for row in rows}
 
     async def release_leases(self, lease_token: str, ids: Sequence[str], now: datetime) -> None:
         await self.pool.execute(QUERIES["release_leases"], lease_token, now, list(ids))

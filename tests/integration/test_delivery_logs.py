@@ -134,7 +134,7 @@ async def test_redelivering_sends_one_more_signed_attempt_without_restarting_the
     settings: Settings, clock: FakeClock,
 ) -> None:
     api = clocked_api
-    receiver.respond = answer_status(410)
+    receiver.respond = answer_status(404)
     await subscribe(api, keys.subscriber, receiver.url())
     event = await post_event(api, keys.producer)
     dispatcher = make_dispatcher(store, settings, clock)
