@@ -9,20 +9,17 @@ import time
 from collections import Counter
 from datetime import datetime
 
-import asyncpg
-
 from dispatcher.schedule import after_attempt, classify, parse_retry_after
 from dispatcher.sender import Response, Sender
 from hookpost import metrics
 from hookpost.clock import Clock, utcnow
+from hookpost.database import DATABASE_DOWN
 from hookpost.ids import new_id
 from hookpost.settings import Settings
 from hookpost.store import AttemptRecord, ClaimedDelivery, Store
 
 NOTIFY_CHANNEL = "hookpost_deliveries"
 _RETRY_AFTER_STATUSES = (429, 503)
-_DATABASE_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                  asyncpg.CannotConnectNowError)
 
 log = logging.getLogger("hookpost.dispatcher")
 
@@ -108,7 +105,7 @@ class Dispatcher:
             try:
                 await self._reclaim_expired()
                 claimed = await self._claim()
-            except _DATABASE_DOWN as error:
+            except DATABASE_DOWN as error:
                 log.warning("database unavailable, retrying: %s", error)
                 await self._wait(self.settings.poll_interval.total_seconds(), side_tasks)
                 continue
@@ -159,7 +156,7 @@ class Dispatcher:
             return poll
         try:
             due = await self.store.next_due_at()
-        except _DATABASE_DOWN:
+        except DATABASE_DOWN:
             return poll
         if due is None:
             return poll
@@ -274,7 +271,7 @@ class Dispatcher:
                 batch, self._records = self._records, []
                 try:
                     await self.store.record_attempts(batch, self.clock())
-                except _DATABASE_DOWN as error:
+                except DATABASE_DOWN as error:
                     self._records[:0] = batch
                     log.warning("cannot record %d attempts yet: %s", len(batch), error)
                     await asyncio.sleep(0.5)
@@ -295,7 +292,7 @@ class Dispatcher:
                     finally:
                         if not connection.is_closed():
                             await connection.remove_listener(NOTIFY_CHANNEL, on_notify)
-            except _DATABASE_DOWN as error:
+            except DATABASE_DOWN as error:
                 log.warning("LISTEN connection lost, reconnecting: %s", error)
                 await asyncio.sleep(1.0)
 
@@ -311,7 +308,7 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             if unsent:
-                with contextlib.suppress(*_DATABASE_DOWN):
+                with contextlib.suppress(*DATABASE_DOWN):
                     await self.store.release_leases(self.lease_token, unsent, self.clock())
                 log.info("handed back %d unsent deliveries", len(unsent))
         await self._write_records()

@@ -49,6 +49,16 @@ def start_embedded(data_dir: Path) -> EmbeddedServer:
 
 _CONNECT_ERRORS = (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)
 
+# What a query raises while Postgres is unreachable, restarting or shutting down: worth
+# waiting out, never a bug.
+DATABASE_DOWN = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,
+)
+
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10,
                       wait_seconds: float = 30.0) -> asyncpg.Pool:
