@@ -5,15 +5,21 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.errors import errors_middleware
+from api.probes import DISPATCHER
 from api.routes import ROUTES
 from api.state import CLOCK, SETTINGS, STORE
+from dispatcher.worker import Dispatcher
 from hookpost.clock import Clock, utcnow
 from hookpost.settings import Settings
 from hookpost.store import Store
 
 
-def create_app(settings: Settings, store: Store, *, clock: Clock = utcnow) -> web.Application:
-    """The REST API over `store`; the caller owns the store's pool."""
+def create_app(
+    settings: Settings, store: Store, *, clock: Clock = utcnow,
+    dispatcher: Dispatcher | None = None,
+) -> web.Application:
+    """The REST API over `store`; the caller owns the store's pool. `dispatcher` is the one
+    running in the same process, if any, for /ready."""
     app = web.Application(
         middlewares=[errors_middleware],
         client_max_size=settings.max_payload_bytes,
@@ -21,5 +27,6 @@ def create_app(settings: Settings, store: Store, *, clock: Clock = utcnow) -> we
     app[SETTINGS] = settings
     app[STORE] = store
     app[CLOCK] = clock
+    app[DISPATCHER] = dispatcher
     app.add_routes(ROUTES)
     return app

@@ -17,6 +17,8 @@ from pydantic import ValidationError
 
 from api.app import create_app
 from api.auth import Role, create_key
+from api.probes import create_probe_app
+from dispatcher.maintenance import Maintenance
 from dispatcher.worker import Dispatcher
 from hookpost import logs
 from hookpost.database import EmbeddedServer, create_pool, migrate, start_embedded
@@ -94,28 +96,40 @@ async def _run(settings: Settings, database: Database, *, api: bool, dispatcher:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     async with _store(database, pool_size=max(10, settings.max_in_flight // 8)) as store:
-        runner: web.AppRunner | None = None
+        engine = Dispatcher(store, settings) if dispatcher else None
+        maintenance = Maintenance(store, settings) if dispatcher else None
         if api:
-            runner = web.AppRunner(create_app(settings, store), access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, settings.host, settings.port)
-            await site.start()
+            app = create_app(settings, store, dispatcher=engine)
+            port = settings.port
+        else:  # a dispatcher alone still answers /health, /ready and /metrics
+            app = create_probe_app(store, engine)
+            port = settings.metrics_port
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, port)
+        await site.start()
+        bound_port = runner.addresses[0][1]  # the one the system chose, for port 0
+        address = f"http://{settings.host}:{bound_port}"
+        if api:
             if dispatcher:
                 await _print_admin_key_once(store)
-            print(f"hookpost listening on http://{settings.host}:{settings.port}", flush=True)
+            print(f"hookpost listening on {address}", flush=True)
+        else:
+            print(f"hookpost dispatcher metrics on {address}/metrics", flush=True)
         worker: asyncio.Task[None] | None = None
-        engine = Dispatcher(store, settings)
-        if dispatcher:
+        if engine is not None and maintenance is not None:
             worker = asyncio.create_task(engine.run(), name="dispatcher")
+            maintenance.start()
             log.info("dispatcher started (lease token %s)", engine.lease_token)
         stopped = asyncio.create_task(stop.wait())
         waiting: set[asyncio.Task[Any]] = {stopped} | ({worker} if worker else set())
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         log.info("stopping")
-        engine.stop()
+        if engine is not None and maintenance is not None:
+            engine.stop()
+            maintenance.stop()
         stopped.cancel()
-        if runner is not None:
-            await runner.cleanup()
+        await runner.cleanup()
         if worker is not None:
             await worker  # re-raises if the dispatcher died
     log.info("stopped")

@@ -28,6 +28,7 @@ def environment(database_url: str | None, **settings: str) -> dict[str, str]:
     }
     if database_url is not None:
         clean["DATABASE_URL"] = database_url
+    clean["HOOKPOST_METRICS_PORT"] = "0"  # a dispatcher's probes on a port of its own
     clean.update({f"HOOKPOST_{name.upper()}": value for name, value in settings.items()})
     return clean
 

@@ -121,6 +121,7 @@ def dispatcher_process(database_url: str) -> subprocess.Popen[bytes]:
         "HOOKPOST_ALLOWED_NETWORKS": "127.0.0.0/8",
         "HOOKPOST_ALLOW_HTTP": "true",
         "HOOKPOST_LEASE": "2m",
+        "HOOKPOST_METRICS_PORT": "0",
     }
     return subprocess.Popen(
         [sys.executable, "-m", "hookpost.cli", "dispatcher"], env=environment,

