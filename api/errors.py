@@ -7,9 +7,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
+
+from hookpost.database import DATABASE_DOWN
 
 log = logging.getLogger("hookpost.api")
 
@@ -65,9 +66,6 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
 
 
-_DATABASE_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                  asyncpg.CannotConnectNowError)
-
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -83,9 +81,16 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         message = error.reason
         if error.status == 413:
             message = "the request body is larger than the limit"
-        return error_response(error.status, code, message)
-    except _DATABASE_DOWN as error:
+        response = error_response(error.status, code, message)
+        if "Allow" in error.headers:  # a 405 must say which methods the resource has
+            response.headers["Allow"] = error.headers["Allow"]
+        return response
+    except DATABASE_DOWN as error:
         log.warning("database unavailable during %s %s: %s", request.method, request.path, error)
         return error_response(503, "unavailable", "the database is unavailable; try again")
     except json.JSONDecodeError:
         return error_response(400, "invalid_json", "the request body is not valid JSON")
+    except Exception:
+        # A bug: logged in full, answered in the one error shape without its details.
+        log.exception("unhandled error during %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "the server failed to handle the request")

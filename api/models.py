@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -26,6 +28,43 @@ Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=_N
 Description = Annotated[str, StringConstraints(max_length=1000, pattern=_NO_NUL)]
 IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255,
                                                   pattern=_NO_NUL)]
+Id = Annotated[str, StringConstraints(pattern=_NO_NUL)]
+
+
+def _not_a_number(value: Any) -> Any:
+    # Pydantic reads query text such as "2026" as seconds after 1970, not as a time in 2026.
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise ValueError("give a date and time such as 2026-01-01T00:00:00Z, not a number")
+    return value
+
+
+def _in_utc(value: datetime) -> datetime:
+    # Postgres takes times in UTC; 0001-01-01T00:00+05:00 has no UTC time Python can hold.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range once converted to UTC") from None
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+# A before-validator would make a strict body read its text as Python, so only the query
+# (validated from text in lax mode anyway) refuses numbers.
+QueryInstant = Annotated[Instant, BeforeValidator(_not_a_number)]
+
+
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    """Document optional fields as their type alone: they are left out, never sent as null."""
+    for field in schema["properties"].values():
+        variants = [variant for variant in field.get("anyOf", []) if variant != {"type": "null"}]
+        if len(variants) == 1:
+            del field["anyOf"]
+            field.update(variants[0])
+        if field.get("default", ...) is None:
+            del field["default"]
 
 
 class Request(BaseModel):
@@ -41,6 +80,8 @@ class SubscriptionCreate(Request):
 
 class SubscriptionUpdate(Request):
     """Only the fields sent change; a field cannot be set to null."""
+
+    model_config = ConfigDict(json_schema_extra=_absent_not_null)
 
     url: Url | None = None
     event_types: Annotated[list[EventFilter], Field(min_length=1, max_length=100)] | None = None
@@ -64,14 +105,14 @@ class EventCreate(Request):
 class DeliveryQuery(BaseModel):
     """The filters of GET /v1/deliveries, read from the query string."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_absent_not_null)
 
-    subscription_id: str | None = None
-    event_id: str | None = None
+    subscription_id: Id | None = None
+    event_id: Id | None = None
     status: Literal["pending", "succeeded", "failed"] | None = None
     event_type: EventType | None = None
-    since: AwareDatetime | None = Field(default=None, description="Created at or after.")
-    until: AwareDatetime | None = Field(default=None, description="Created before.")
+    since: QueryInstant | None = Field(default=None, description="Created at or after.")
+    until: QueryInstant | None = Field(default=None, description="Created before.")
     limit: int = Field(default=50, ge=1, le=250)
     cursor: str | None = Field(default=None, description="next_cursor of the previous page.")
 
@@ -79,19 +120,20 @@ class DeliveryQuery(BaseModel):
 class PageQuery(BaseModel):
     """Paging of a list, read from the query string."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_absent_not_null)
 
     limit: int = Field(default=50, ge=1, le=250)
     cursor: str | None = Field(default=None, description="next_cursor of the previous page.")
 
 
 class RedeliverFailed(Request):
-    since: AwareDatetime = Field(description="Failed deliveries created at or after this.")
-    until: AwareDatetime | None = Field(default=None, description="...and before this.")
+    since: Instant = Field(description="Failed deliveries created at or after this.")
+    until: Instant | None = Field(default=None, description="...and before this.")
     event_type: EventType | None = None
     dry_run: bool = Field(default=False, description="Only count what would be queued.")
+    # At least one every 1000 s: a slower rate spaces them further apart than Postgres can count.
     rate_per_second: float = Field(
-        default=10, gt=0, le=1000, description="The most redeliveries sent per second."
+        default=10, ge=0.001, le=1000, description="The most redeliveries sent per second."
     )
 
 
@@ -107,7 +149,10 @@ class Subscription(BaseModel):
     url: str
     event_types: list[str]
     description: str
-    status: str
+    status: Literal["active", "paused", "disabled"]
+    disabled_reason: str | None = Field(
+        description="Why hookpost disabled it; PATCH the status to enable it again."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -220,3 +265,12 @@ class Error(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    database: bool = Field(description="The database answers.")
+    schema_current: bool = Field(description="Its schema is the one this code applies.")
+    dispatcher_ticking: bool | None = Field(
+        description="The dispatcher loop came round lately; null where none runs."
+    )

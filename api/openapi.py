@@ -30,6 +30,18 @@ _ERROR_TEXT = {
 
 
 @dataclass(frozen=True)
+class Header:
+    """A header an operation reads (optional) or may answer with."""
+
+    name: str
+    schema: dict[str, Any]
+    description: str
+
+    def spec(self) -> dict[str, Any]:
+        return {"description": self.description, "schema": self.schema}
+
+
+@dataclass(frozen=True)
 class Operation:
     """One route: what it does, who may call it, and the models it reads and writes."""
 
@@ -46,6 +58,11 @@ class Operation:
     content_type: str = "application/json"
     document: bool = True
     body_optional: bool = False  # an empty body stands for {}
+    headers: tuple[Header, ...] = ()
+    response_headers: tuple[Header, ...] = ()
+    # Other answers with a body of their own instead of the error shape (e.g. 503 of /ready).
+    answers: tuple[tuple[int, type[BaseModel]], ...] = ()
+    reads_database: bool = True  # so it may answer 503 while the database is away
 
     def route(self) -> web.RouteDef:
         return web.route(self.method, self.path, self.handler)
@@ -82,6 +99,7 @@ def _schemas(operations: Sequence[Operation]) -> dict[str, Any]:
             models.append((operation.body, "validation"))
         if operation.response is not None:
             models.append((operation.response, "serialization"))
+        models += [(model, "serialization") for _, model in operation.answers]
     unique = list(dict.fromkeys(models))
     _, document = models_json_schema(unique, ref_template=_REF)
     schemas: dict[str, Any] = document.get("$defs", {})
@@ -109,6 +127,10 @@ def _operation(operation: Operation) -> dict[str, Any]:
     ]
     if operation.query is not None:
         parameters += _query_parameters(operation.query)
+    parameters += [
+        {"name": header.name, "in": "header", "required": False, **header.spec()}
+        for header in operation.headers
+    ]
     if parameters:
         spec["parameters"] = parameters
     if operation.body is not None:
@@ -126,6 +148,10 @@ def _responses(operation: Operation) -> dict[str, Any]:
             "description": operation.summary,
             "content": {"application/json": {"schema": _ref(operation.response)}},
         }
+        if operation.response_headers:
+            responses[str(operation.status)]["headers"] = {
+                header.name: header.spec() for header in operation.response_headers
+            }
     elif operation.content_type != "application/json":
         responses[str(operation.status)] = {
             "description": operation.summary,
@@ -133,7 +159,7 @@ def _responses(operation: Operation) -> dict[str, Any]:
         }
     else:
         responses[str(operation.status)] = {"description": operation.summary}
-    codes = set(operation.errors) | {503}
+    codes = set(operation.errors) | ({503} if operation.reads_database else set())
     if operation.roles:
         codes |= {401, 403}
     if operation.body is not None:
@@ -146,6 +172,11 @@ def _responses(operation: Operation) -> dict[str, Any]:
         responses[str(code)] = {
             "description": _ERROR_TEXT[code],
             "content": {"application/json": {"schema": _ref(Error)}},
+        }
+    for code, model in operation.answers:
+        responses[str(code)] = {
+            "description": _ERROR_TEXT.get(code, operation.summary),
+            "content": {"application/json": {"schema": _ref(model)}},
         }
     return responses
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel
 
+from api import models
+from api.openapi import Operation
 from api.state import STORE
 from dispatcher.worker import Dispatcher
 from hookpost import metrics
@@ -15,24 +17,13 @@ from hookpost.store import Store
 DISPATCHER: web.AppKey[Dispatcher | None] = web.AppKey("dispatcher")
 
 
-class Health(BaseModel):
-    status: str
-
-
-class Readiness(BaseModel):
-    status: str  # ready or unavailable
-    database: bool
-    schema_current: bool
-    dispatcher_ticking: bool | None  # None: no dispatcher in this process
-
-
 def _json(model: BaseModel, status: int = 200) -> web.Response:
     return web.Response(body=model.model_dump_json().encode(), status=status,
                         content_type="application/json")
 
 
 async def health(request: web.Request) -> web.Response:
-    return _json(Health(status="ok"))
+    return _json(models.Health(status="ok"))
 
 
 async def ready(request: web.Request) -> web.Response:
@@ -45,8 +36,8 @@ async def ready(request: web.Request) -> web.Response:
     ticking = None if dispatcher is None else dispatcher.ticking
     schema_current = digest == schema_digest()
     ok = database and schema_current and ticking is not False
-    readiness = Readiness(status="ready" if ok else "unavailable", database=database,
-                          schema_current=schema_current, dispatcher_ticking=ticking)
+    readiness = models.Readiness(status="ready" if ok else "unavailable", database=database,
+                                 schema_current=schema_current, dispatcher_ticking=ticking)
     return _json(readiness, 200 if ok else 503)
 
 
@@ -55,11 +46,16 @@ async def metrics_text(request: web.Request) -> web.Response:
                         headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
-def add_probe_routes(app: web.Application) -> None:
-    """/health, /ready and /metrics: every hookpost process serves them."""
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
-    app.router.add_get("/metrics", metrics_text)
+PROBES = [
+    Operation("GET", "/health", health, "Liveness: the process answers",
+              response=models.Health, reads_database=False),
+    Operation("GET", "/ready", ready,
+              "Readiness: database reachable, schema current, dispatcher ticking",
+              response=models.Readiness, reads_database=False,
+              answers=((503, models.Readiness),)),
+    Operation("GET", "/metrics", metrics_text, "Prometheus metrics of this process",
+              content_type="text/plain", reads_database=False),
+]
 
 
 def create_probe_app(store: Store, dispatcher: Dispatcher | None) -> web.Application:
@@ -67,5 +63,5 @@ def create_probe_app(store: Store, dispatcher: Dispatcher | None) -> web.Applica
     app = web.Application()
     app[STORE] = store
     app[DISPATCHER] = dispatcher
-    add_probe_routes(app)
+    app.add_routes([probe.route() for probe in PROBES])
     return app

@@ -10,16 +10,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from api import models
 from api.auth import Role, authorize, scope
 from api.errors import ApiError, invalid, not_found, validation_details
-from api.openapi import Operation, build_document
+from api.openapi import Header, Operation, build_document
+from api.probes import PROBES
 from api.state import CLOCK, SETTINGS, STORE
 from dispatcher.destinations import check_destination
 from dispatcher.signing import new_secret
-from hookpost import __version__
+from hookpost import __version__, metrics
 from hookpost import store as records
 from hookpost.ids import new_id
 
@@ -83,6 +84,14 @@ def _query(request: web.Request, model: type[Body]) -> Body:
         ) from None
 
 
+def _path_id(request: web.Request, what: str) -> str:
+    """The id in the path; one Postgres text cannot hold (a NUL in it) names no `what`."""
+    id = request.match_info["id"]
+    if "\x00" in id:
+        raise not_found(what)
+    return id
+
+
 def encode_cursor(created_at: datetime, id: str) -> str:
     raw = json.dumps([created_at.isoformat(), id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -94,6 +103,8 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, id = json.loads(raw)
+        if "\x00" in str(id):
+            raise ValueError("no id holds a NUL")
         return datetime.fromisoformat(created_at).astimezone(UTC), str(id)
     except (binascii.Error, ValueError, TypeError, OverflowError):
         raise invalid("cursor is not one this API gave out", ["query", "cursor"]) from None
@@ -101,7 +112,10 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
 
 async def _check_url(request: web.Request, url: str) -> None:
     settings = request.app[SETTINGS]
-    problem = await check_destination(url, settings.allowed_networks, settings.allow_http)
+    try:
+        problem = await check_destination(url, settings.allowed_networks, settings.allow_http)
+    except UnicodeError as error:  # the host has an empty or over-long label: not a DNS name
+        problem = f"the host is not a valid name: {error}"
     if problem is not None:
         raise invalid(f"url is not an allowed destination: {problem}", ["body", "url"])
 
@@ -159,7 +173,8 @@ async def list_subscriptions(request: web.Request) -> web.Response:
 async def _own_subscription(request: web.Request, caller: records.ApiKey
                             ) -> records.Subscription:
     """The subscription named in the path, if the caller may see it; else 404."""
-    record = await request.app[STORE].get_subscription(request.match_info["id"], scope(caller))
+    record = await request.app[STORE].get_subscription(_path_id(request, "subscription"),
+                                                        scope(caller))
     if record is None:
         raise not_found("subscription")
     return record
@@ -187,8 +202,9 @@ async def update_subscription(request: web.Request) -> web.Response:
     if body.url is not None:
         await _check_url(request, body.url)
     record = await store.update_subscription(
-        request.match_info["id"], scope(caller), url=body.url, event_types=body.event_types,
-        description=body.description, status=body.status, now=request.app[CLOCK](),
+        _path_id(request, "subscription"), scope(caller), url=body.url,
+        event_types=body.event_types, description=body.description, status=body.status,
+        now=request.app[CLOCK](),
     )
     if record is None:
         raise not_found("subscription")
@@ -199,7 +215,7 @@ async def delete_subscription(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
     deleted = await store.delete_subscription(
-        request.match_info["id"], scope(caller), request.app[CLOCK]()
+        _path_id(request, "subscription"), scope(caller), request.app[CLOCK]()
     )
     if not deleted:
         raise not_found("subscription")
@@ -213,7 +229,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
     now = request.app[CLOCK]()
     expires_at = now + timedelta(seconds=body.grace_seconds)
     record = await store.rotate_secret(
-        request.match_info["id"], scope(caller), new_secret(), expires_at, now
+        _path_id(request, "subscription"), scope(caller), new_secret(), expires_at, now
     )
     if record is None:
         raise not_found("subscription")
@@ -275,6 +291,8 @@ async def create_event(request: web.Request) -> web.Response:
             409, "idempotency_conflict",
             "this idempotency key was already used for an event with another type or data",
         )
+    if created:
+        metrics.EVENTS.labels(event.type).inc()
     accepted = models.EventAccepted(
         id=event.id, type=event.type, created_at=event.created_at, deliveries=deliveries
     )
@@ -308,7 +326,7 @@ async def get_event(request: web.Request) -> web.Response:
     # their own deliveries of it).
     producer = caller.id if caller.role == Role.PRODUCER else None
     subscriber = caller.id if caller.role == Role.SUBSCRIBER else None
-    event = await store.get_event(request.match_info["id"], producer, subscriber)
+    event = await store.get_event(_path_id(request, "event"), producer, subscriber)
     if event is None:
         raise not_found("event")
     deliveries = await store.deliveries_of_event(event.id, subscriber)
@@ -346,7 +364,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
 async def redeliver(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
-    id = request.match_info["id"]
+    id = _path_id(request, "delivery")
     if not await store.request_redelivery(id, scope(caller), request.app[CLOCK]()):
         raise not_found("delivery")
     delivery = await store.get_delivery(id, scope(caller))
@@ -358,7 +376,7 @@ async def redeliver(request: web.Request) -> web.Response:
 async def get_delivery(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
-    delivery = await store.get_delivery(request.match_info["id"], scope(caller))
+    delivery = await store.get_delivery(_path_id(request, "delivery"), scope(caller))
     if delivery is None:
         raise not_found("delivery")
     attempts = await store.attempts_of_delivery(delivery.id)
@@ -371,15 +389,19 @@ async def get_delivery(request: web.Request) -> web.Response:
 # Liveness
 
 
-async def health(request: web.Request) -> web.Response:
-    return _json(models.Health(status="ok"))
-
-
 async def openapi_document(request: web.Request) -> web.Response:
     return web.json_response(OPENAPI)
 
 
 _OWNER = (Role.SUBSCRIBER, Role.ADMIN)
+_IDEMPOTENCY_KEY = Header(
+    "Idempotency-Key", TypeAdapter(models.IdempotencyKey).json_schema(),
+    "Posting again with the same key answers the first event; same as idempotency_key.",
+)
+_REPLAYED = Header(
+    "Idempotent-Replayed", {"type": "string", "enum": ["true"]},
+    "Sent when the idempotency key was used before: the answer is the first event.",
+)
 
 OPERATIONS = [
     Operation("POST", "/v1/subscriptions", create_subscription, "Create a subscription",
@@ -406,7 +428,7 @@ OPERATIONS = [
               models.RedeliverFailed, models.RedeliveryCount),
     Operation("POST", "/v1/events", create_event, "Post an event",
               (Role.PRODUCER, Role.ADMIN), models.EventCreate, models.EventAccepted, 202,
-              errors=(409,)),
+              errors=(409,), headers=(_IDEMPOTENCY_KEY,), response_headers=(_REPLAYED,)),
     Operation("GET", "/v1/events/{id}", get_event, "Read an event and its deliveries",
               (Role.PRODUCER, Role.SUBSCRIBER, Role.ADMIN), response=models.Event),
     Operation("GET", "/v1/deliveries", list_deliveries, "List deliveries, newest first",
@@ -416,7 +438,7 @@ OPERATIONS = [
     Operation("POST", "/v1/deliveries/{id}/redeliver", redeliver,
               "Make one more attempt now", _OWNER, response=models.DeliverySummary,
               status=202),
-    Operation("GET", "/health", health, "Liveness", response=models.Health),
+    *PROBES,
     Operation("GET", "/openapi.json", openapi_document, "This document", document=False),
 ]
 
