@@ -192,3 +192,52 @@ async def test_logs_never_show_api_keys_or_secrets(
         assert secret not in text
         assert secret.removeprefix("whsec_") not in text
     assert "wrong-key" not in text
+
+
+async def test_the_api_answers_health_readiness_and_metrics(
+    api: Any, keys: Any, receiver: Receiver, pool: asyncpg.Pool,
+) -> None:
+    assert (await api.get("/health")).status == 200
+    ready = await api.get("/ready")
+    assert ready.status == 200
+    assert await ready.json() == {"status": "ready", "database": True, "schema_current": True,
+                                  "dispatcher_ticking": None}
+    await subscribe(api, keys.subscriber, receiver.url())
+    await post_event(api, keys.producer, "metrics.counted")
+    scraped = await api.get("/metrics")
+    assert scraped.status == 200
+    assert scraped.content_type == "text/plain"
+    assert 'hookpost_events_ingested_total{type="metrics.counted"} 1.0' in await scraped.text()
+
+    await pool.execute("UPDATE schema_version SET digest = 'an older schema'")
+    stale = await api.get("/ready")
+    assert stale.status == 503
+    assert (await stale.json())["schema_current"] is False
+
+
+async def test_a_dispatcher_alone_serves_its_probes_and_metrics(
+    api: Any, keys: Any, receiver: Receiver, database_url: str,
+) -> None:
+    await subscribe(api, keys.subscriber, receiver.url())
+    await post_event(api, keys.producer)
+    async with service("dispatcher", environment(database_url, **LOCAL)) as dispatcher:
+        await dispatcher.read_until("metrics on")
+        metrics_url = dispatcher.lines[-1].split()[-1]
+        base = metrics_url.removesuffix("/metrics")
+        await wait_for(lambda: len(receiver.requests) == 1, timeout=20)
+        async with aiohttp.ClientSession() as client:
+            async with client.get(base + "/ready") as ready:
+                assert ready.status == 200
+                assert (await ready.json())["dispatcher_ticking"] is True
+
+            async def counted() -> bool:
+                async with client.get(metrics_url) as scraped:
+                    text = await scraped.text()
+                return 'hookpost_attempts_total{outcome="succeeded",response="2xx"} 1.0' in text
+
+            await wait_for(counted, timeout=10)
+            async with client.get(metrics_url) as scraped:
+                text = await scraped.text()
+        assert "hookpost_attempt_duration_seconds_bucket" in text
+        assert "hookpost_deliveries_pending" in text  # the gauges job has run
+        assert await dispatcher.stop() == 0
