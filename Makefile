@@ -34,7 +34,14 @@ integration: install
 test: lint
 	$(BIN)/python -m pytest
 
-bench: install
+BENCH_INSTALLED := $(VENV)/.bench-installed
+
+$(BENCH_INSTALLED): $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_INSTALLED)
+
+# The benchmark (see bench/README.md); `make bench BENCH_ARGS=--quick` for a smoke run.
+bench: $(BENCH_INSTALLED)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

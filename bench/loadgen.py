@@ -1,0 +1,77 @@
+"""Posts events to a hookpost API from a process of its own.
+
+    python -m bench.loadgen URL KEY SECONDS CONCURRENCY            # as fast as it goes
+    python -m bench.loadgen URL KEY SECONDS RATE --rate OUT.json   # RATE events per second
+
+Prints {"events", "seconds", "p50_ms", "p99_ms", "errors"}; with --rate it also writes
+[[event id, unix time of the 202], ...] to OUT.json for end-to-end latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+import aiohttp
+
+BODY = json.dumps({"type": "bench.event", "data": {"pad": "x" * 1000}}).encode()
+
+
+def percentile(values: list[float], share: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def run(url: str, key: str, seconds: float, amount: int, rate_out: str | None) -> dict[
+        str, float]:
+    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+    latencies: list[float] = []
+    accepted: list[tuple[str, float]] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+        async def post() -> None:
+            nonlocal errors
+            began = time.perf_counter()
+            async with session.post(url + "/v1/events", data=BODY) as answer:
+                body = await answer.read()
+                if answer.status != 202:
+                    errors += 1
+                    return
+            latencies.append((time.perf_counter() - began) * 1000)
+            if rate_out is not None:
+                accepted.append((json.loads(body)["id"], time.time()))
+
+        began = time.monotonic()
+        deadline = began + seconds
+        if rate_out is None:
+            async def worker() -> None:
+                while time.monotonic() < deadline:
+                    await post()
+
+            await asyncio.gather(*(worker() for _ in range(amount)))
+        else:
+            tasks = []
+            for number in range(int(seconds * amount)):
+                delay = began + number / amount - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(post()))
+            await asyncio.gather(*tasks)
+        took = time.monotonic() - began
+    if rate_out is not None:
+        with open(rate_out, "w") as file:
+            json.dump(accepted, file)
+    return {"events": len(latencies), "seconds": took, "errors": errors,
+            "p50_ms": percentile(latencies, 0.50), "p99_ms": percentile(latencies, 0.99)}
+
+
+if __name__ == "__main__":
+    url, key, seconds, amount = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+    out = sys.argv[6] if len(sys.argv) > 6 and sys.argv[5] == "--rate" else None
+    print(json.dumps(asyncio.run(run(url, key, seconds, amount, out))), flush=True)
