@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from api.auth import KEY_CACHE, KeyCache
 from api.errors import errors_middleware
 from api.probes import DISPATCHER
 from api.routes import ROUTES
@@ -28,5 +29,6 @@ def create_app(
     app[STORE] = store
     app[CLOCK] = clock
     app[DISPATCHER] = dispatcher
+    app[KEY_CACHE] = KeyCache()
     app.add_routes(ROUTES)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from enum import StrEnum
 
 from aiohttp import web
@@ -32,13 +33,40 @@ async def create_key(store: Store, role: Role, name: str) -> tuple[str, ApiKey]:
     return key, await store.insert_api_key(name, role.value, hash_key(key))
 
 
+KEY_CACHE_SECONDS = 5.0
+
+
+class KeyCache:
+    """Valid keys seen lately, so a busy caller costs no lookup per request. A key revoked
+    in the database is refused within KEY_CACHE_SECONDS."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._limit = limit
+        self._keys: dict[bytes, tuple[ApiKey, float]] = {}
+
+    async def lookup(self, store: Store, key_hash: bytes) -> ApiKey | None:
+        now = time.monotonic()
+        cached = self._keys.get(key_hash)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        api_key = await store.api_key_by_hash(key_hash)
+        if api_key is not None:
+            if len(self._keys) >= self._limit:
+                self._keys.clear()
+            self._keys[key_hash] = (api_key, now + KEY_CACHE_SECONDS)
+        return api_key
+
+
+KEY_CACHE = web.AppKey("key_cache", KeyCache)
+
+
 async def authorize(request: web.Request, store: Store, *roles: Role) -> ApiKey:
     """The caller's key, if it is valid and has one of `roles`; else 401 or 403."""
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError(401, "unauthorized", "send an API key as 'Authorization: Bearer <key>'")
-    api_key = await store.api_key_by_hash(hash_key(key.strip()))
+    api_key = await request.app[KEY_CACHE].lookup(store, hash_key(key.strip()))
     if api_key is None:
         raise ApiError(401, "unauthorized", "the API key is not valid")
     if api_key.role not in roles:

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from datetime import datetime
 
-from dispatcher.schedule import after_attempt, classify, parse_retry_after
+from dispatcher.schedule import Outcome, after_attempt, classify, parse_retry_after
 from dispatcher.sender import Response, Sender
 from hookpost import metrics
 from hookpost.clock import Clock, utcnow
@@ -231,7 +231,9 @@ class Dispatcher:
                         delivery.subscription_id,
                         extra={"subscription_id": delivery.subscription_id,
                                "delivery_id": delivery.id})
-        log.info(
+        # Successes are many and all in the database and the metrics; the rest is news.
+        log.log(
+            logging.DEBUG if outcome is Outcome.SUCCEEDED else logging.INFO,
             "attempt %d of %s (subscription %s, event %s, %s): %s",
             attempt_number, delivery.id, delivery.subscription_id, delivery.event_id,
             delivery.event_type, response.status or response.error_kind,

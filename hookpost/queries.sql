@@ -71,13 +71,20 @@ RETURNING id, type, payload, producer_key_id, idempotency_key, created_at;
 SELECT id, type, payload, producer_key_id, idempotency_key, created_at FROM events
 WHERE producer_key_id = $1 AND idempotency_key = $2;
 
--- name: fan_out --
--- One delivery per subscription whose event types match $2 ('*', 'prefix.*' or exact).
--- Paused subscriptions queue their deliveries; they go out when resumed.
-WITH created AS (
+-- name: ingest_event --
+-- Stores event $1 and, in the same statement, one delivery per subscription whose event
+-- types match $2 ('*', 'prefix.*' or exact), then wakes the dispatchers. Paused
+-- subscriptions queue their deliveries; they go out when resumed. Returns no row when
+-- producer $4 already used idempotency key $5.
+WITH event AS (
+    INSERT INTO events (id, type, payload, producer_key_id, idempotency_key, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT (producer_key_id, idempotency_key) DO NOTHING
+    RETURNING id, type, payload, producer_key_id, idempotency_key, created_at
+), created AS (
     INSERT INTO deliveries (event_id, subscription_id, next_attempt_at, created_at, updated_at)
-    SELECT $1, s.id, $3, $3, $3
-    FROM subscriptions s
+    SELECT event.id, s.id, $6, $6, $6
+    FROM event, subscriptions s
     WHERE s.status IN ('active', 'paused')
       AND ('*' = ANY (s.event_types)
            OR $2 = ANY (s.event_types)
@@ -88,8 +95,9 @@ WITH created AS (
 ), total AS (
     SELECT count(*) AS deliveries FROM created
 )
-SELECT deliveries, (SELECT pg_notify('hookpost_deliveries', '') WHERE deliveries > 0)
-FROM total;
+SELECT event.*, total.deliveries,
+       (SELECT pg_notify('hookpost_deliveries', '') WHERE total.deliveries > 0) AS notified
+FROM event, total;
 
 -- name: get_event --
 -- $2: the producer's key id, or NULL to see every producer's. $3: a subscriber's key id,

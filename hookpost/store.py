@@ -244,26 +244,21 @@ class Store:
         self, id: str, type: str, payload: bytes, producer_key_id: str,
         idempotency_key: str | None, now: datetime,
     ) -> tuple[Event, int, bool]:
-        """Store an event and fan it out in one transaction.
+        """Store an event and fan it out in one statement.
 
         Returns the event, its delivery count, and whether it was created now (False: the
         idempotency key was used before and this is the first event, unchanged).
         """
-        async with self.pool.acquire() as connection, connection.transaction():
-            row = await connection.fetchrow(
-                QUERIES["insert_event"], id, type, payload, producer_key_id,
-                idempotency_key, now,
-            )
-            if row is None:
-                first = _one(await connection.fetchrow(
-                    QUERIES["event_by_idempotency_key"], producer_key_id, idempotency_key
-                ))
-                count: int = await connection.fetchval(
-                    QUERIES["count_event_deliveries"], first["id"]
-                )
-                return Event.model_validate(dict(first)), count, False
-            fanned = _one(await connection.fetchrow(QUERIES["fan_out"], id, type, now))
-            return Event.model_validate(dict(row)), fanned["deliveries"], True
+        row = await self.pool.fetchrow(
+            QUERIES["ingest_event"], id, type, payload, producer_key_id, idempotency_key, now
+        )
+        if row is not None:
+            return Event.model_validate(dict(row)), row["deliveries"], True
+        first = _one(await self.pool.fetchrow(
+            QUERIES["event_by_idempotency_key"], producer_key_id, idempotency_key
+        ))
+        count: int = await self.pool.fetchval(QUERIES["count_event_deliveries"], first["id"])
+        return Event.model_validate(dict(first)), count, False
 
     async def get_event(
         self, id: str, producer_key_id: str | None, subscriber_key_id: str | None = None

@@ -92,7 +92,7 @@ async def test_api_and_dispatcher_run_as_separate_processes_with_json_logs(
 ) -> None:
     port = free_port()
     env = environment(database_url, port=str(port), allowed_networks="127.0.0.0/8",
-                      allow_http="true", log_format="json")
+                      allow_http="true", log_format="json", log_level="DEBUG")
     key = hookpost("keys", "create", "--role", "admin", "--name", "ops", env=env).stdout.strip()
     log = tmp_path / "dispatcher.log"
     async with service("api", env) as api, service("dispatcher", env, log) as dispatcher:
