@@ -6,9 +6,10 @@ from aiohttp import web
 
 from api.auth import KEY_CACHE, KeyCache
 from api.errors import errors_middleware
+from api.ingest import IngestBatcher
 from api.probes import DISPATCHER
 from api.routes import ROUTES
-from api.state import CLOCK, SETTINGS, STORE
+from api.state import CLOCK, INGEST, SETTINGS, STORE
 from dispatcher.worker import Dispatcher
 from hookpost.clock import Clock, utcnow
 from hookpost.settings import Settings
@@ -30,5 +31,6 @@ def create_app(
     app[CLOCK] = clock
     app[DISPATCHER] = dispatcher
     app[KEY_CACHE] = KeyCache()
+    app[INGEST] = IngestBatcher(store)
     app.add_routes(ROUTES)
     return app

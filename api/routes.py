@@ -17,7 +17,7 @@ from api.auth import Role, authorize, scope
 from api.errors import ApiError, invalid, not_found, validation_details
 from api.openapi import Header, Operation, build_document
 from api.probes import PROBES
-from api.state import CLOCK, SETTINGS, STORE
+from api.state import CLOCK, INGEST, SETTINGS, STORE
 from dispatcher.destinations import check_destination
 from dispatcher.signing import new_secret
 from hookpost import __version__, metrics
@@ -283,22 +283,26 @@ async def create_event(request: web.Request) -> web.Response:
     limit = request.app[SETTINGS].max_payload_bytes
     if len(payload) > limit:
         raise ApiError(413, "payload_too_large", f"the event payload is over {limit} bytes")
-    event, deliveries, created = await store.ingest_event(
-        event_id, body.type, payload, caller.id, key, now
+    deliveries = await request.app[INGEST].ingest(
+        records.NewEvent(event_id, body.type, payload, caller.id, key, now)
     )
-    if not created and not _same_event(event, body):
+    if deliveries is not None:
+        metrics.EVENTS.labels(body.type).inc()
+        accepted = models.EventAccepted(id=event_id, type=body.type, created_at=now,
+                                        deliveries=deliveries)
+        return _json(accepted, 202)
+    assert key is not None  # only an idempotency key makes an event not be stored
+    event, deliveries = await store.event_by_idempotency_key(caller.id, key)
+    if not _same_event(event, body):
         raise ApiError(
             409, "idempotency_conflict",
             "this idempotency key was already used for an event with another type or data",
         )
-    if created:
-        metrics.EVENTS.labels(event.type).inc()
     accepted = models.EventAccepted(
         id=event.id, type=event.type, created_at=event.created_at, deliveries=deliveries
     )
     response = _json(accepted, 202)
-    if not created:
-        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Idempotent-Replayed"] = "true"
     return response
 
 

@@ -71,33 +71,41 @@ RETURNING id, type, payload, producer_key_id, idempotency_key, created_at;
 SELECT id, type, payload, producer_key_id, idempotency_key, created_at FROM events
 WHERE producer_key_id = $1 AND idempotency_key = $2;
 
--- name: ingest_event --
--- Stores event $1 and, in the same statement, one delivery per subscription whose event
--- types match $2 ('*', 'prefix.*' or exact), then wakes the dispatchers. Paused
--- subscriptions queue their deliveries; they go out when resumed. Returns no row when
--- producer $4 already used idempotency key $5.
-WITH event AS (
+-- name: ingest_events --
+-- Stores a batch of events and, in the same statement, one delivery per subscription whose
+-- event types match each event's type ('*', 'prefix.*' or exact), then wakes the
+-- dispatchers. Paused subscriptions queue their deliveries; they go out when resumed.
+-- Returns the events created, with their delivery counts; an event whose producer already
+-- used its idempotency key is not created and not returned.
+WITH incoming AS (
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::timestamptz[]
+    ) AS i(id, type, payload, producer_key_id, idempotency_key, created_at)
+), event AS (
     INSERT INTO events (id, type, payload, producer_key_id, idempotency_key, created_at)
-    VALUES ($1, $2, $3, $4, $5, $6)
+    SELECT id, type, payload, producer_key_id, idempotency_key, created_at FROM incoming
     ON CONFLICT (producer_key_id, idempotency_key) DO NOTHING
-    RETURNING id, type, payload, producer_key_id, idempotency_key, created_at
+    RETURNING id, type, created_at
 ), created AS (
     INSERT INTO deliveries (event_id, subscription_id, next_attempt_at, created_at, updated_at)
-    SELECT event.id, s.id, $6, $6, $6
-    FROM event, subscriptions s
-    WHERE s.status IN ('active', 'paused')
-      AND ('*' = ANY (s.event_types)
-           OR $2 = ANY (s.event_types)
-           OR EXISTS (SELECT 1 FROM unnest(s.event_types) AS pattern
-                      WHERE right(pattern, 2) = '.*'
-                        AND starts_with($2, left(pattern, -1))))
-    RETURNING 1
-), total AS (
-    SELECT count(*) AS deliveries FROM created
+    SELECT event.id, s.id, event.created_at, event.created_at, event.created_at
+    FROM event
+    JOIN subscriptions s
+      ON s.status IN ('active', 'paused')
+     AND ('*' = ANY (s.event_types)
+          OR event.type = ANY (s.event_types)
+          OR EXISTS (SELECT 1 FROM unnest(s.event_types) AS pattern
+                     WHERE right(pattern, 2) = '.*'
+                       AND starts_with(event.type, left(pattern, -1))))
+    RETURNING event_id
+), counts AS (
+    SELECT event_id, count(*) AS deliveries FROM created GROUP BY event_id
 )
-SELECT event.*, total.deliveries,
-       (SELECT pg_notify('hookpost_deliveries', '') WHERE total.deliveries > 0) AS notified
-FROM event, total;
+SELECT event.id, coalesce(counts.deliveries, 0) AS deliveries,
+       (SELECT pg_notify('hookpost_deliveries', '') WHERE EXISTS (SELECT 1 FROM created))
+           AS notified
+FROM event
+LEFT JOIN counts ON counts.event_id = event.id;
 
 -- name: get_event --
 -- $2: the producer's key id, or NULL to see every producer's. $3: a subscriber's key id,

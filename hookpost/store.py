@@ -60,6 +60,18 @@ class Event(BaseModel):
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to store, as ingest received it."""
+
+    id: str
+    type: str
+    payload: bytes
+    producer_key_id: str
+    idempotency_key: str | None
+    created_at: datetime
+
+
 class Delivery(BaseModel):
     id: str
     event_id: str
@@ -240,25 +252,28 @@ class Store:
 
     # Events
 
-    async def ingest_event(
-        self, id: str, type: str, payload: bytes, producer_key_id: str,
-        idempotency_key: str | None, now: datetime,
-    ) -> tuple[Event, int, bool]:
-        """Store an event and fan it out in one statement.
+    async def ingest_events(self, events: Sequence[NewEvent]) -> dict[str, int]:
+        """Store events and fan them out in one statement (one commit for the batch).
 
-        Returns the event, its delivery count, and whether it was created now (False: the
-        idempotency key was used before and this is the first event, unchanged).
+        Returns the delivery count of each event created; an event left out was not
+        created because its producer already used its idempotency key.
         """
-        row = await self.pool.fetchrow(
-            QUERIES["ingest_event"], id, type, payload, producer_key_id, idempotency_key, now
+        rows = await self.pool.fetch(
+            QUERIES["ingest_events"], [e.id for e in events], [e.type for e in events],
+            [e.payload for e in events], [e.producer_key_id for e in events],
+            [e.idempotency_key for e in events], [e.created_at for e in events],
         )
-        if row is not None:
-            return Event.model_validate(dict(row)), row["deliveries"], True
+        return {row["id"]: row["deliveries"] for row in rows}
+
+    async def event_by_idempotency_key(
+        self, producer_key_id: str, idempotency_key: str
+    ) -> tuple[Event, int]:
+        """The event a producer made with an idempotency key, and its delivery count."""
         first = _one(await self.pool.fetchrow(
             QUERIES["event_by_idempotency_key"], producer_key_id, idempotency_key
         ))
         count: int = await self.pool.fetchval(QUERIES["count_event_deliveries"], first["id"])
-        return Event.model_validate(dict(first)), count, False
+        return Event.model_validate(dict(first)), count
 
     async def get_event(
         self, id: str, producer_key_id: str | None, subscriber_key_id: str | None = None
