@@ -253,6 +253,13 @@ async def get_json(api: TestClient[Any, Any], key: str, path: str) -> dict[str, 
     return body
 
 
+async def delivery_of(api: TestClient[Any, Any], keys: Keys, event_id: str) -> dict[str, Any]:
+    """The only delivery of an event, with its attempts, as the admin sees it."""
+    event = await get_json(api, keys.admin, f"/v1/events/{event_id}")
+    [summary] = event["deliveries"]
+    return await get_json(api, keys.admin, f"/v1/deliveries/{summary['id']}")
+
+
 @pytest.fixture
 async def clocked_api(
     settings: Settings, store: Store, clock: FakeClock,

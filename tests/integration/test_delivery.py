@@ -18,19 +18,12 @@ from tests.integration.conftest import (
     Keys,
     Receiver,
     answer_status,
-    get_json,
+    delivery_of,
     make_dispatcher,
     make_settings,
     post_event,
     subscribe,
 )
-
-
-async def delivery_of(api: TestClient[Any, Any], keys: Keys, event_id: str) -> dict[str, Any]:
-    """The only delivery of an event, with its attempts."""
-    event = await get_json(api, keys.admin, f"/v1/events/{event_id}")
-    [summary] = event["deliveries"]
-    return await get_json(api, keys.admin, f"/v1/deliveries/{summary['id']}")
 
 
 async def test_every_request_verifies_with_standardwebhooks_and_svix(

@@ -16,7 +16,7 @@ from tests.integration.conftest import (
     Keys,
     Receiver,
     answer_status,
-    get_json,
+    delivery_of,
     make_dispatcher,
     make_settings,
     post_event,
@@ -25,12 +25,6 @@ from tests.integration.conftest import (
 
 SCHEDULE = [timedelta(seconds=s) for s in (5, 25, 120, 600, 3600)]
 JUST_BEFORE = timedelta(milliseconds=1)
-
-
-async def only_delivery(api: TestClient[Any, Any], keys: Keys, event_id: str) -> dict[str, Any]:
-    event = await get_json(api, keys.admin, f"/v1/events/{event_id}")
-    [summary] = event["deliveries"]
-    return await get_json(api, keys.admin, f"/v1/deliveries/{summary['id']}")
 
 
 def started(attempt: dict[str, Any]) -> datetime:
@@ -59,7 +53,7 @@ async def test_a_failing_receiver_gets_six_attempts_on_the_schedule_then_the_del
     await dispatcher.run(until_idle=True)
 
     assert len(receiver.requests) == 6
-    delivery = await only_delivery(clocked_api, keys, event["id"])
+    delivery = await delivery_of(clocked_api, keys, event["id"])
     assert delivery["status"] == "failed"
     assert delivery["attempt_count"] == 6
     assert delivery["next_attempt_at"] is None
@@ -89,7 +83,7 @@ async def test_a_configured_schedule_sets_the_waits_and_the_number_of_attempts(
         clock.advance(timedelta(seconds=wait))
         await dispatcher.run(until_idle=True)
 
-    delivery = await only_delivery(clocked_api, keys, event["id"])
+    delivery = await delivery_of(clocked_api, keys, event["id"])
     assert [a["outcome"] for a in delivery["attempts"]] == ["retry", "retry", "failed"]
     assert delivery["status"] == "failed"
 
@@ -111,7 +105,7 @@ async def test_a_receiver_that_recovers_ends_the_retries(
         await dispatcher.run(until_idle=True)
 
     assert len(receiver.requests) == 3
-    delivery = await only_delivery(clocked_api, keys, event["id"])
+    delivery = await delivery_of(clocked_api, keys, event["id"])
     assert delivery["status"] == "succeeded"
     assert [a["outcome"] for a in delivery["attempts"]] == ["retry", "retry", "succeeded"]
 
@@ -144,7 +138,7 @@ async def test_retry_after_can_only_push_the_next_attempt_later_and_at_most_an_h
                       timedelta(minutes=30)]
     await dispatcher.run(until_idle=True)
     for attempt_number, wait in enumerate(expected_waits, start=1):
-        delivery = await only_delivery(clocked_api, keys, event["id"])
+        delivery = await delivery_of(clocked_api, keys, event["id"])
         assert delivery["status"] == "pending"
         assert datetime.fromisoformat(delivery["next_attempt_at"]) == clock.now + wait, (
             f"after attempt {attempt_number}"
@@ -152,6 +146,6 @@ async def test_retry_after_can_only_push_the_next_attempt_later_and_at_most_an_h
         clock.advance(wait)
         await dispatcher.run(until_idle=True)
 
-    delivery = await only_delivery(clocked_api, keys, event["id"])
+    delivery = await delivery_of(clocked_api, keys, event["id"])
     assert delivery["status"] == "succeeded"
     assert [a["response_status"] for a in delivery["attempts"]] == [429, 503, 429, 429, 200]
