@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import BaseModel
 
 from api import models
 from api.openapi import Operation
+from api.responses import model_response
 from api.state import STORE
 from dispatcher.worker import Dispatcher
 from hookpost import metrics
@@ -17,13 +17,8 @@ from hookpost.store import Store
 DISPATCHER: web.AppKey[Dispatcher | None] = web.AppKey("dispatcher")
 
 
-def _json(model: BaseModel, status: int = 200) -> web.Response:
-    return web.Response(body=model.model_dump_json().encode(), status=status,
-                        content_type="application/json")
-
-
 async def health(request: web.Request) -> web.Response:
-    return _json(models.Health(status="ok"))
+    return model_response(models.Health(status="ok"))
 
 
 async def ready(request: web.Request) -> web.Response:
@@ -38,7 +33,7 @@ async def ready(request: web.Request) -> web.Response:
     ok = database and schema_current and ticking is not False
     readiness = models.Readiness(status="ready" if ok else "unavailable", database=database,
                                  schema_current=schema_current, dispatcher_ticking=ticking)
-    return _json(readiness, 200 if ok else 503)
+    return model_response(readiness, 200 if ok else 503)
 
 
 async def metrics_text(request: web.Request) -> web.Response:

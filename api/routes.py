@@ -17,6 +17,7 @@ from api.auth import Role, authorize, scope
 from api.errors import ApiError, invalid, not_found, validation_details
 from api.openapi import Header, Operation, build_document
 from api.probes import PROBES
+from api.responses import model_response
 from api.state import CLOCK, INGEST, SETTINGS, STORE
 from dispatcher.destinations import check_destination
 from dispatcher.signing import new_secret
@@ -25,12 +26,6 @@ from hookpost import store as records
 from hookpost.ids import new_id
 
 Body = TypeVar("Body", bound=BaseModel)
-
-def _json(model: BaseModel, status: int = 200) -> web.Response:
-    return web.Response(
-        body=model.model_dump_json().encode(), status=status, content_type="application/json"
-    )
-
 
 async def _body(request: web.Request, model: type[Body], *, optional: bool = False) -> Body:
     """The request body, parsed and validated against `model`; nothing else is accepted.
@@ -143,7 +138,7 @@ async def create_subscription(request: web.Request) -> web.Response:
         caller.id, body.url, body.event_types, body.description, body.status, new_secret(),
         request.app[CLOCK](),
     )
-    return _json(models.SubscriptionCreated.model_validate(record.model_dump()), 201)
+    return model_response(models.SubscriptionCreated.model_validate(record.model_dump()), 201)
 
 
 Row = TypeVar("Row", records.Subscription, records.Delivery)
@@ -167,7 +162,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     )
     page = models.SubscriptionPage(data=[_subscription(row) for row in rows],
                                    next_cursor=next_cursor)
-    return _json(page)
+    return model_response(page)
 
 
 async def _own_subscription(request: web.Request, caller: records.ApiKey
@@ -191,7 +186,7 @@ async def get_subscription(request: web.Request) -> web.Response:
         pending=await store.subscription_backlog(record.id),
     )
     detail = models.SubscriptionDetail.model_validate({**record.model_dump(), "health": health})
-    return _json(detail)
+    return model_response(detail)
 
 
 async def update_subscription(request: web.Request) -> web.Response:
@@ -208,7 +203,7 @@ async def update_subscription(request: web.Request) -> web.Response:
     )
     if record is None:
         raise not_found("subscription")
-    return _json(_subscription(record))
+    return model_response(_subscription(record))
 
 
 async def delete_subscription(request: web.Request) -> web.Response:
@@ -233,7 +228,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
     )
     if record is None:
         raise not_found("subscription")
-    return _json(models.SecretRotated(secret=record.secret,
+    return model_response(models.SecretRotated(secret=record.secret,
                                       previous_secret_expires_at=expires_at))
 
 
@@ -247,7 +242,7 @@ async def send_test_event(request: web.Request) -> web.Response:
             "message": "a test event sent on request; it needs no action"}
     payload = event_payload(event_id, records.TEST_EVENT_TYPE, now, data)
     delivery_id = await store.send_test_event(event_id, payload, caller.id, subscription.id, now)
-    return _json(models.TestSent(event_id=event_id, delivery_id=delivery_id), 202)
+    return model_response(models.TestSent(event_id=event_id, delivery_id=delivery_id), 202)
 
 
 async def redeliver_failed(request: web.Request) -> web.Response:
@@ -259,7 +254,7 @@ async def redeliver_failed(request: web.Request) -> web.Response:
         subscription.id, body.since, body.until, body.event_type, request.app[CLOCK](),
         body.rate_per_second, body.dry_run,
     )
-    return _json(models.RedeliveryCount(count=count, dry_run=body.dry_run))
+    return model_response(models.RedeliveryCount(count=count, dry_run=body.dry_run))
 
 
 # Events
@@ -290,7 +285,7 @@ async def create_event(request: web.Request) -> web.Response:
         metrics.EVENTS.labels(body.type).inc()
         accepted = models.EventAccepted(id=event_id, type=body.type, created_at=now,
                                         deliveries=deliveries)
-        return _json(accepted, 202)
+        return model_response(accepted, 202)
     assert key is not None  # only an idempotency key makes an event not be stored
     event, deliveries = await store.event_by_idempotency_key(caller.id, key)
     if not _same_event(event, body):
@@ -301,7 +296,7 @@ async def create_event(request: web.Request) -> web.Response:
     accepted = models.EventAccepted(
         id=event.id, type=event.type, created_at=event.created_at, deliveries=deliveries
     )
-    response = _json(accepted, 202)
+    response = model_response(accepted, 202)
     response.headers["Idempotent-Replayed"] = "true"
     return response
 
@@ -339,7 +334,7 @@ async def get_event(request: web.Request) -> web.Response:
         id=event.id, type=event.type, data=envelope["data"], created_at=event.created_at,
         deliveries=[models.DeliverySummary.model_validate(_delivery_fields(d)) for d in deliveries],
     )
-    return _json(body)
+    return model_response(body)
 
 
 # Deliveries
@@ -362,7 +357,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
         data=[models.DeliverySummary.model_validate(_delivery_fields(row)) for row in rows],
         next_cursor=next_cursor,
     )
-    return _json(page)
+    return model_response(page)
 
 
 async def redeliver(request: web.Request) -> web.Response:
@@ -374,7 +369,7 @@ async def redeliver(request: web.Request) -> web.Response:
     delivery = await store.get_delivery(id, scope(caller))
     if delivery is None:
         raise not_found("delivery")
-    return _json(models.DeliverySummary.model_validate(_delivery_fields(delivery)), 202)
+    return model_response(models.DeliverySummary.model_validate(_delivery_fields(delivery)), 202)
 
 
 async def get_delivery(request: web.Request) -> web.Response:
@@ -387,7 +382,7 @@ async def get_delivery(request: web.Request) -> web.Response:
     body = models.Delivery.model_validate(
         {**_delivery_fields(delivery), "attempts": [a.model_dump() for a in attempts]}
     )
-    return _json(body)
+    return model_response(body)
 
 
 # Liveness

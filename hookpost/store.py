@@ -173,6 +173,10 @@ def _model(model: type[M], row: asyncpg.Record | None) -> M | None:
     return None if row is None else model.model_validate(dict(row))
 
 
+def _models(model: type[M], rows: list[asyncpg.Record]) -> list[M]:
+    return [model.model_validate(dict(row)) for row in rows]
+
+
 def _one(row: asyncpg.Record | None) -> asyncpg.Record:
     """The row of a query that always returns one."""
     assert row is not None
@@ -231,7 +235,7 @@ class Store:
         rows = await self.pool.fetch(
             QUERIES["list_subscriptions"], owner_key_id, limit, after_at, after_id
         )
-        return [Subscription.model_validate(dict(row)) for row in rows]
+        return _models(Subscription, rows)
 
     async def update_subscription(
         self, id: str, owner_key_id: str | None, *, url: str | None,
@@ -287,7 +291,7 @@ class Store:
         self, event_id: str, owner_key_id: str | None = None
     ) -> list[Delivery]:
         rows = await self.pool.fetch(QUERIES["deliveries_of_event"], event_id, owner_key_id)
-        return [Delivery.model_validate(dict(row)) for row in rows]
+        return _models(Delivery, rows)
 
     async def send_test_event(
         self, id: str, payload: bytes, caller_key_id: str, subscription_id: str, now: datetime
@@ -319,7 +323,7 @@ class Store:
             filters.event_id, filters.status, filters.event_type, filters.since, filters.until,
             after_at, after_id, limit,
         )
-        return [Delivery.model_validate(dict(row)) for row in rows]
+        return _models(Delivery, rows)
 
     async def subscription_backlog(self, subscription_id: str) -> int:
         count: int = await self.pool.fetchval(QUERIES["subscription_backlog"], subscription_id)
