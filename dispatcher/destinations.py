@@ -7,11 +7,7 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Sequence
-from typing import Any
 from urllib.parse import urlsplit
-
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -99,32 +95,3 @@ async def check_destination(url: str, allowed: Sequence[IPNetwork], allow_http: 
         if not is_address_allowed(address, allowed):
             return f"the host {host!r} resolves to {address}, which is not a public address"
     return None
-
-
-class GuardedResolver(AbstractResolver):
-    """Resolves like aiohttp does, then refuses any address that is not allowed.
-
-    The connection is made to the checked addresses, so a DNS answer that changes between
-    the check and the connect cannot slip a private address through.
-    """
-
-    def __init__(self, allowed: Sequence[IPNetwork]) -> None:
-        self._allowed = list(allowed)
-        self._inner = ThreadedResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        permitted = [r for r in results if self._permits(r["host"])]
-        if not permitted:
-            raise DestinationRefused(
-                f"{host} resolves only to addresses hookpost may not send to"
-            )
-        return permitted
-
-    def _permits(self, host: Any) -> bool:
-        return is_address_allowed(ipaddress.ip_address(host), self._allowed)
-
-    async def close(self) -> None:
-        await self._inner.close()

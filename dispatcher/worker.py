@@ -73,7 +73,6 @@ class Dispatcher:
                 allowed_networks=self.settings.allowed_networks,
                 total_timeout=self.settings.request_timeout.total_seconds(),
                 connect_timeout=self.settings.connect_timeout.total_seconds(),
-                max_connections=self.settings.max_in_flight,
                 clock=self.clock,
             )
         side_tasks = [asyncio.create_task(self._write_records_forever(), name="records")]

@@ -238,7 +238,11 @@ WITH results AS (
         last_error_kind = r.error_kind,
         updated_at = $16
     FROM results r
-    WHERE d.id = r.delivery_id AND d.status = 'in_flight' AND d.lease_token = r.lease_token
+    -- Only a delivery in flight has a lease token (the claim sets it, every way out of
+    -- in_flight clears it), so the token alone says the lease is still held. Leaving the
+    -- status out keeps the planner on the primary key: the partial index of deliveries in
+    -- flight is thick with dead entries under load and its statistics are always stale.
+    WHERE d.id = r.delivery_id AND d.lease_token = r.lease_token
     RETURNING d.id
 ), health AS (
     -- A receiver that answers 410 Gone has asked to be forgotten: disable it at once.

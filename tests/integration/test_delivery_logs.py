@@ -259,7 +259,9 @@ async def test_bulk_redelivery_counts_queues_once_and_respects_its_rate(
         for last in range(first + 1, len(arrivals)):
             span = arrivals[last] - arrivals[first]
             assert span >= (last - first - 1) * 0.9 / rate, arrivals
-    assert arrivals[-1] - arrivals[0] >= 5 * 0.9 / rate
+    # The whole run, by the same rule: a first send held up by its connect still leaves
+    # four of the five intervals.
+    assert arrivals[-1] - arrivals[0] >= 4 * 0.9 / rate
     statuses = {d["status"] for d in await deliveries(api, keys.admin)}
     assert statuses == {"succeeded"}
 

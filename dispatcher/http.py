@@ -1,0 +1,315 @@
+"""The HTTP/1.1 client the dispatcher POSTs with: pooled keep-alive connections, addresses
+checked at connect time, a capped response, no redirects.
+
+A webhook attempt needs one thing from HTTP: send a small POST and learn the status, the
+headers and the start of the body. Doing only that, over connections kept per destination,
+costs about half the CPU of a general-purpose client, and the sender is the dispatcher's
+hot path. The response is parsed by llhttp (through httptools).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httptools
+
+from dispatcher.destinations import DestinationRefused, IPAddress, IPNetwork, is_address_allowed
+from dispatcher.destinations import resolve as resolve_host
+
+RESPONSE_BODY_LIMIT = 4096
+HEAD_LIMIT = 64 * 1024  # status line and headers
+IDLE_SECONDS = 15.0  # an idle connection older than this is closed, not reused
+DNS_SECONDS = 10.0  # how long a checked DNS answer is kept
+
+PoolKey = tuple[str, str, int]
+
+
+class MalformedResponse(Exception):
+    """The destination answered with something that is not a usable HTTP response."""
+
+
+class UnresolvedHost(OSError):
+    """The destination's host name does not resolve."""
+
+
+class StaleConnection(ConnectionError):
+    """A kept-alive connection closed before any of the response arrived."""
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where a URL sends to and the parts of the request that do not change."""
+
+    tls: bool
+    host: str  # ASCII (IDNA) host name or address, without brackets
+    port: int
+    target: str  # path and query
+    host_header: str
+
+    @property
+    def key(self) -> PoolKey:
+        return ("https" if self.tls else "http", self.host, self.port)
+
+
+@functools.lru_cache(maxsize=4096)
+def destination_of(url: str) -> Destination:
+    """The parts of `url` a request needs; ValueError if it cannot be sent to."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"cannot send to {url!r}")
+    tls = parts.scheme == "https"
+    host = parts.hostname.encode("idna").decode("ascii")
+    port = parts.port or (443 if tls else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    shown = f"[{host}]" if ":" in host else host
+    default_port = 443 if tls else 80
+    host_header = shown if port == default_port else f"{shown}:{port}"
+    return Destination(tls, host, port, target, host_header)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    headers: list[tuple[str, str]]  # names in lower case, in the order received
+    body: bytes  # at most RESPONSE_BODY_LIMIT bytes
+
+
+class _Connection(asyncio.Protocol):
+    """One connection: write a request, collect one response, tell whether it can be reused."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self._waiter: asyncio.Future[None] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.body = bytearray()
+        self.complete = False
+        self.keep_alive = False
+        self._head_bytes = 0
+        self._headers_done = False
+        self._received = False
+
+    # Requests.
+
+    async def exchange(self, request: bytes) -> HttpResponse:
+        assert self.transport is not None
+        self._reset()
+        self._waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        await self._waiter
+        self._waiter = None
+        return HttpResponse(self.status, self.headers, bytes(self.body))
+
+    @property
+    def reusable(self) -> bool:
+        return self.complete and self.keep_alive and not self.closed
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _finish(self, error: BaseException | None = None) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
+
+    # asyncio.Protocol.
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None or self._waiter.done():
+            self.close()  # bytes nobody asked for: this connection cannot be trusted again
+            return
+        self._received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            self.close()
+            self._finish(MalformedResponse(f"malformed HTTP response: {error}"))
+            return
+        if not self._headers_done:
+            self._head_bytes += len(data)
+            if self._head_bytes > HEAD_LIMIT:
+                self.close()
+                self._finish(MalformedResponse("the response headers exceed 64 KiB"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._headers_done:
+            # A body delimited by the end of the connection ends here.
+            self._finish()
+        elif not self._received:
+            self._finish(StaleConnection("the connection closed before any response"))
+        else:
+            self._finish(ConnectionResetError("the connection closed during the response"))
+
+    # httptools callbacks.
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self._headers_done = self.status >= 200
+
+    def on_body(self, chunk: bytes) -> None:
+        room = RESPONSE_BODY_LIMIT - len(self.body)
+        self.body += chunk[:room]
+        if len(chunk) >= room and self._headers_done:
+            # Enough is kept; the rest is never read and the connection is not reused.
+            self.close()
+            self._finish()
+
+    def on_message_complete(self) -> None:
+        if not self._headers_done:  # 1xx: the real response follows
+            self._reset()
+            self._received = True
+            return
+        self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it after this call
+        self._finish()
+
+
+class HttpClient:
+    """POSTs over connections kept per (scheme, host, port); create inside the running loop."""
+
+    def __init__(
+        self,
+        *,
+        allowed_networks: Sequence[IPNetwork],
+        connect_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._allowed = list(allowed_networks)
+        self._connect_timeout = connect_timeout
+        self._ssl = ssl_context or ssl.create_default_context()
+        self._idle: dict[PoolKey, list[_Connection]] = {}
+        self._addresses: dict[tuple[str, int], tuple[float, list[IPAddress]]] = {}
+        self._swept_at = time.monotonic()
+
+    async def post(self, url: str, headers: Sequence[tuple[str, str]], body: bytes) -> HttpResponse:
+        """POST `body` to `url`; OSError, TimeoutError or MalformedResponse if it fails."""
+        try:
+            destination = destination_of(url)
+        except (ValueError, UnicodeError) as error:
+            raise DestinationRefused(str(error)) from None
+        lines = [f"POST {destination.target} HTTP/1.1", f"host: {destination.host_header}"]
+        lines += [f"{name}: {value}" for name, value in headers]
+        lines.append(f"content-length: {len(body)}\r\n\r\n")
+        request = "\r\n".join(lines).encode("latin-1") + body
+        connection = self._take_idle(destination.key)
+        if connection is not None:
+            try:
+                return await self._exchange(destination, connection, request)
+            except StaleConnection:
+                pass  # the server dropped it while idle; webhooks are idempotent by id
+        return await self._exchange(destination, await self._connect(destination), request)
+
+    async def close(self) -> None:
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.close()
+        self._idle.clear()
+
+    async def _exchange(
+        self, destination: Destination, connection: _Connection, request: bytes
+    ) -> HttpResponse:
+        try:
+            response = await connection.exchange(request)
+        except BaseException:
+            connection.close()
+            raise
+        if connection.reusable:
+            connection.idle_since = time.monotonic()
+            self._idle.setdefault(destination.key, []).append(connection)
+        else:
+            connection.close()
+        self._sweep()
+        return response
+
+    def _take_idle(self, key: PoolKey) -> _Connection | None:
+        connections = self._idle.get(key)
+        oldest = time.monotonic() - IDLE_SECONDS
+        while connections:
+            connection = connections.pop()
+            if not connection.closed and connection.idle_since > oldest:
+                return connection
+            connection.close()
+        return None
+
+    def _sweep(self) -> None:
+        """Close connections idle for too long, at most once per IDLE_SECONDS."""
+        now = time.monotonic()
+        if now - self._swept_at < IDLE_SECONDS:
+            return
+        self._swept_at = now
+        for key, connections in list(self._idle.items()):
+            kept = [c for c in connections if not c.closed and c.idle_since > now - IDLE_SECONDS]
+            for connection in connections:
+                if connection not in kept:
+                    connection.close()
+            if kept:
+                self._idle[key] = kept
+            else:
+                del self._idle[key]
+
+    async def _connect(self, destination: Destination) -> _Connection:
+        """A new connection to the first allowed address that answers."""
+        loop = asyncio.get_running_loop()
+        error: OSError | None = None
+        for address in await self._allowed_addresses(destination.host, destination.port):
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    _, connection = await loop.create_connection(
+                        _Connection,
+                        host=str(address),
+                        port=destination.port,
+                        ssl=self._ssl if destination.tls else None,
+                        server_hostname=destination.host if destination.tls else None,
+                    )
+                return connection
+            except OSError as failed:
+                error = failed
+        assert error is not None
+        raise error
+
+    async def _allowed_addresses(self, host: str, port: int) -> list[IPAddress]:
+        """The addresses `host` resolves to, each one allowed; DestinationRefused if none."""
+        now = time.monotonic()
+        known = self._addresses.get((host, port))
+        if known is not None and known[0] > now:
+            return known[1]
+        try:
+            addresses = await resolve_host(host, port)
+        except socket.gaierror as error:
+            raise UnresolvedHost(f"cannot resolve {host}: {error.strerror or error}") from None
+        allowed = [a for a in addresses if is_address_allowed(a, self._allowed)]
+        if not allowed:
+            shown = ", ".join(str(a) for a in addresses)
+            raise DestinationRefused(f"{host} resolves only to addresses hookpost may not "
+                                     f"send to ({shown})")
+        if len(self._addresses) > 4096:
+            self._addresses.clear()
+        self._addresses[(host, port)] = (now + DNS_SECONDS, allowed)
+        return allowed
