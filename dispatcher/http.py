@@ -89,7 +89,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[HttpResponse] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -98,8 +98,10 @@ class _Connection(asyncio.Protocol):
         self.body = bytearray()
         self.complete = False
         self.keep_alive = False
-        self._head_bytes = 0
+        self._head_bytes = 0  # raw bytes received while the head is unfinished
+        self._header_bytes = 0  # bytes of the header lines parsed so far
         self._headers_done = False
+        self._ends_at_close = False
         self._received = False
 
     # Requests.
@@ -109,9 +111,9 @@ class _Connection(asyncio.Protocol):
         self._reset()
         self._waiter = asyncio.get_running_loop().create_future()
         self.transport.write(request)
-        await self._waiter
+        response = await self._waiter
         self._waiter = None
-        return HttpResponse(self.status, self.headers, bytes(self.body))
+        return response
 
     @property
     def reusable(self) -> bool:
@@ -123,13 +125,18 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def _finish(self, error: BaseException | None = None) -> None:
+        """Answer the exchange with the response as it stands now, or with `error`."""
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
         if error is None:
-            waiter.set_result(None)
+            waiter.set_result(HttpResponse(self.status, list(self.headers), bytes(self.body)))
         else:
             waiter.set_exception(error)
+
+    def _fail(self, error: BaseException) -> None:
+        self.close()
+        self._finish(error)
 
     # asyncio.Protocol.
 
@@ -144,20 +151,21 @@ class _Connection(asyncio.Protocol):
         self._received = True
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(MalformedResponse("the server switched protocols"))
+            return
         except httptools.HttpParserError as error:
-            self.close()
-            self._finish(MalformedResponse(f"malformed HTTP response: {error}"))
+            self._fail(MalformedResponse(f"malformed HTTP response: {error}"))
             return
         if not self._headers_done:
+            # A head that has not ended yet; on_header counts the ones that have.
             self._head_bytes += len(data)
             if self._head_bytes > HEAD_LIMIT:
-                self.close()
-                self._finish(MalformedResponse("the response headers exceed 64 KiB"))
+                self._fail(MalformedResponse("the response headers exceed 64 KiB"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._headers_done:
-            # A body delimited by the end of the connection ends here.
+        if self._headers_done and self._ends_at_close:
             self._finish()
         elif not self._received:
             self._finish(StaleConnection("the connection closed before any response"))
@@ -166,12 +174,23 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks.
 
+    def on_message_begin(self) -> None:
+        if self._waiter is None or self._waiter.done():
+            self.close()  # a second response to one request: this connection is confused
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > HEAD_LIMIT:
+            self._fail(MalformedResponse("the response headers exceed 64 KiB"))
+            return
         self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self._headers_done = self.status >= 200
+        # Without a length or chunking, the body is whatever comes before the close.
+        framed = {"content-length", "transfer-encoding"}
+        self._ends_at_close = not any(name in framed for name, _ in self.headers)
 
     def on_body(self, chunk: bytes) -> None:
         room = RESPONSE_BODY_LIMIT - len(self.body)

@@ -48,6 +48,7 @@ class Dispatcher:
         self._per_subscription: Counter[str] = Counter()
         self._subscription_slots: dict[str, asyncio.Semaphore] = {}
         self._records: list[AttemptRecord] = []
+        self._unrecorded = 0  # attempts sent whose record is not yet in the database
         self._records_ready = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._last_reclaim: datetime | None = None
@@ -110,12 +111,14 @@ class Dispatcher:
                 continue
             if claimed:
                 continue
-            if until_idle and not self._sending:
+            if until_idle and not self._sending and not self._unrecorded:
                 return
             await self._wait(await self._seconds_until_due(until_idle), side_tasks)
 
     async def _claim(self) -> int:
-        free = self.settings.max_in_flight - len(self._sending)
+        # An attempt holds its place until it is recorded, so a slow database slows the
+        # sending instead of piling up records in memory.
+        free = self.settings.max_in_flight - len(self._sending) - self._unrecorded
         if free <= 0:
             return 0
         saturated = [
@@ -188,6 +191,7 @@ class Dispatcher:
                     delivery.url, delivery.event_id, delivery.payload, delivery.signing_secrets
                 )
             self._records.append(self._record(delivery, response))
+            self._unrecorded += 1
             self._records_ready.set()
         except Exception:
             # A bug must not take the other deliveries down; this one goes out again once
@@ -276,6 +280,9 @@ class Dispatcher:
                     self._records[:0] = batch
                     log.warning("cannot record %d attempts yet: %s", len(batch), error)
                     await asyncio.sleep(0.5)
+                    continue
+                self._unrecorded -= len(batch)
+                self._slot_freed.set()
 
     async def _listen_forever(self) -> None:
         """Hold a LISTEN connection, reconnecting whenever it drops."""

@@ -7,9 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -20,7 +20,7 @@ from dispatcher.worker import Dispatcher
 from hookpost.clock import utcnow
 from hookpost.database import create_pool
 from hookpost.settings import Settings
-from hookpost.store import Store
+from hookpost.store import AttemptRecord, Store
 from tests.conftest import FakeClock
 from tests.integration.conftest import (
     Keys,
@@ -186,3 +186,39 @@ async def test_sends_are_bounded_per_subscription_and_in_all(
     assert receiver.most_busy["/a"] == 2
     assert receiver.most_busy["/b"] == 2
     assert receiver.most_busy_in_all == 3
+
+
+class GatedStore(Store):
+    """A store whose attempt records wait until the gate opens."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self.gate = asyncio.Event()
+
+    async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> None:
+        await self.gate.wait()
+        await super().record_attempts(records, now)
+
+
+async def test_attempts_not_yet_recorded_count_against_the_in_flight_bound(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, pool: asyncpg.Pool,
+    database_url: str,
+) -> None:
+    await subscribe(api, keys.subscriber, receiver.url())
+    for n in range(12):
+        await post_event(api, keys.producer, data={"n": n})
+    store = GatedStore(pool)
+    settings = make_settings(database_url, max_in_flight=4, poll_interval=timedelta(seconds=1))
+
+    async with running(make_dispatcher(store, settings)):
+        try:
+            await wait_for(lambda: len(receiver.requests) == 4)
+            # While no record can be written, nothing more is sent, however long it waits.
+            await asyncio.sleep(0.5)
+            sent_while_held = len(receiver.requests)
+        finally:
+            store.gate.set()
+        assert sent_while_held == 4
+        await wait_for(lambda: len(receiver.requests) == 12)
+        await wait_for(lambda: pool.fetchval(
+            "SELECT count(*) = 12 FROM deliveries WHERE status = 'succeeded'"))
