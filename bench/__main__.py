@@ -372,7 +372,8 @@ async def end_to_end(plan: Plan, postgres: Postgres, receiver: Receiver) -> dict
     return {"events": len(latencies), "offered_per_second": plan.e2e_rate,
             "p50_ms": latencies[len(latencies) // 2],
             "p99_ms": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-            "max_ms": latencies[-1], "ingest_errors": measured["errors"]}
+            "max_ms": latencies[-1], "ingest_errors": measured["errors"],
+            "ingest_p50_ms": measured["p50_ms"], "ingest_p99_ms": measured["p99_ms"]}
 
 
 async def memory(plan: Plan, postgres: Postgres, receiver: Receiver,
@@ -412,7 +413,7 @@ async def claim_latency(plan: Plan, postgres: Postgres, receiver: Receiver,
                 await transaction.start()
                 began = time.perf_counter()
                 await connection.fetch(HOOKPOST_QUERIES["claim_due"], now, 100,
-                                       now + timedelta(minutes=2), "lease_bench", [], 16)
+                                       now + timedelta(minutes=2), "lease_bench", [], 32, [])
                 timings.append((time.perf_counter() - began) * 1000)
                 await transaction.rollback()
     return {"rows": rows, "median_ms": statistics.median(timings), "p90_ms":

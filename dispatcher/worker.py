@@ -20,6 +20,7 @@ from hookpost.store import AttemptRecord, ClaimedDelivery, Store
 
 NOTIFY_CHANNEL = "hookpost_deliveries"
 _RETRY_AFTER_STATUSES = (429, 503)
+_CLAIM_AHEAD = 2  # deliveries held per subscription, in multiples of its send bound
 
 log = logging.getLogger("hookpost.dispatcher")
 
@@ -121,19 +122,17 @@ class Dispatcher:
         free = self.settings.max_in_flight - len(self._sending) - self._unrecorded
         if free <= 0:
             return 0
-        saturated = [
-            subscription
-            for subscription, count in self._per_subscription.items()
-            if count >= self.settings.max_per_subscription
-        ]
+        # Up to twice the per-subscription bound is claimed, so the next attempt to a busy
+        # subscription is already here when a send finishes; the semaphore in _deliver
+        # keeps the sends themselves within the bound.
         now = self.clock()
         claimed = await self.store.claim_due(
             now,
             min(free, self.settings.claim_batch),
             now + self.settings.lease,
             self.lease_token,
-            saturated,
-            self.settings.max_per_subscription,
+            self._per_subscription,
+            _CLAIM_AHEAD * self.settings.max_per_subscription,
         )
         for delivery in claimed:
             self._per_subscription[delivery.subscription_id] += 1

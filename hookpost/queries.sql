@@ -140,17 +140,20 @@ WHERE d.id = $1 AND ($2::text IS NULL OR s.owner_key_id = $2);
 SELECT * FROM attempts WHERE delivery_id = $1 ORDER BY started_at, attempt_number, id;
 
 -- name: claim_due --
--- Takes up to $2 due deliveries of active subscriptions, at most $6 per subscription and
--- none of the subscriptions in $5, and leases them to $4 until $3. Due means a manual
--- redelivery asked for by $1, or a pending delivery whose next attempt is due by $1.
-WITH manual AS (
+-- Takes up to $2 due deliveries of active subscriptions and leases them to $4 until $3.
+-- The dispatcher already holds $7[i] deliveries of subscription $5[i]; with these, it holds
+-- at most $6 of any subscription. Due means a manual redelivery asked for by $1, or a
+-- pending delivery whose next attempt is due by $1.
+WITH held AS (
+    SELECT * FROM unnest($5::text[], $7::int[]) AS h(subscription_id, count)
+), manual AS (
     SELECT d.id, d.subscription_id, d.manual_due_at AS due_at
     FROM deliveries d
     JOIN subscriptions s ON s.id = d.subscription_id
     WHERE d.manual_due_at <= $1
       AND d.status <> 'in_flight'
       AND s.status = 'active'
-      AND NOT (d.subscription_id = ANY ($5::text[]))
+      AND NOT (d.subscription_id = ANY (ARRAY(SELECT subscription_id FROM held WHERE count >= $6)))
     ORDER BY d.manual_due_at
     LIMIT $2
     FOR UPDATE OF d SKIP LOCKED
@@ -161,7 +164,7 @@ WITH manual AS (
     WHERE d.status = 'pending'
       AND d.next_attempt_at <= $1
       AND s.status = 'active'
-      AND NOT (d.subscription_id = ANY ($5::text[]))
+      AND NOT (d.subscription_id = ANY (ARRAY(SELECT subscription_id FROM held WHERE count >= $6)))
     ORDER BY d.next_attempt_at
     LIMIT $2 * 4
     FOR UPDATE OF d SKIP LOCKED
@@ -171,11 +174,11 @@ WITH manual AS (
     ORDER BY id, due_at
 ), chosen AS (
     SELECT id FROM (
-        SELECT id, due_at,
-               row_number() OVER (PARTITION BY subscription_id ORDER BY due_at) AS place
-        FROM candidates
+        SELECT c.id, c.due_at, coalesce(h.count, 0) AS already,
+               row_number() OVER (PARTITION BY c.subscription_id ORDER BY c.due_at) AS place
+        FROM candidates c LEFT JOIN held h ON h.subscription_id = c.subscription_id
     ) AS ranked
-    WHERE place <= $6
+    WHERE already + place <= $6
     ORDER BY due_at
     LIMIT $2
 ), claimed AS (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -365,11 +365,13 @@ class Store:
 
     async def claim_due(
         self, now: datetime, limit: int, lease_until: datetime, lease_token: str,
-        saturated: Sequence[str], per_subscription: int,
+        held: Mapping[str, int], per_subscription: int,
     ) -> list[ClaimedDelivery]:
+        """Lease up to `limit` due deliveries; with those `held` already (a count per
+        subscription), at most `per_subscription` of any one subscription."""
         rows = await self.pool.fetch(
-            QUERIES["claim_due"], now, limit, lease_until, lease_token, list(saturated),
-            per_subscription,
+            QUERIES["claim_due"], now, limit, lease_until, lease_token, list(held),
+            per_subscription, list(held.values()),
         )
         return [ClaimedDelivery(**dict(row)) for row in rows]
 

@@ -235,7 +235,7 @@ async def test_bulk_redelivery_counts_queues_once_and_respects_its_rate(
         "dry_run": True})
     assert nothing_yet["count"] == 0
 
-    rate = 20.0
+    rate = 5.0  # slow enough that scheduling jitter on a busy machine is well inside 10%
     queued = await post_json(api, keys.subscriber, path, {"since": since,
                                                           "rate_per_second": rate})
     again = await post_json(api, keys.subscriber, path, {"since": since,

@@ -222,3 +222,30 @@ async def test_attempts_not_yet_recorded_count_against_the_in_flight_bound(
         await wait_for(lambda: len(receiver.requests) == 12)
         await wait_for(lambda: pool.fetchval(
             "SELECT count(*) = 12 FROM deliveries WHERE status = 'succeeded'"))
+
+
+async def test_a_busy_subscription_has_its_next_attempts_claimed_ahead_of_its_sends(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store, database_url: str,
+) -> None:
+    receiver.respond = answer_after(0.1)
+    await subscribe(api, keys.subscriber, receiver.url())
+    for n in range(8):
+        await post_event(api, keys.producer, data={"n": n})
+    dispatcher = make_dispatcher(store, make_settings(database_url, max_per_subscription=2))
+    most_held = 0
+
+    async def watch() -> None:
+        nonlocal most_held
+        while True:
+            most_held = max(most_held, dispatcher.in_flight)
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await dispatcher.run(until_idle=True)
+    finally:
+        watcher.cancel()
+
+    assert len(receiver.requests) == 8
+    assert receiver.most_busy_in_all == 2  # the sends keep to the bound
+    assert most_held == 4  # while the next two wait here, already claimed
