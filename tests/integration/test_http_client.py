@@ -453,10 +453,11 @@ async def test_response_headers_that_grow_past_64_kib_without_ending_fail_as_mal
 @pytest.mark.parametrize(
     "answer",
     [b"SSH-2.0-OpenSSH_9.6\r\n", b"garbage\r\n\r\n", b"HTTP/1.1 abc Nope\r\n\r\n",
-     b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n"],
-    ids=["ssh", "garbage", "bad-status", "bad-length"],
+     b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+     b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"],
+    ids=["ssh", "garbage", "bad-status", "bad-length", "switching-protocols"],
 )
-async def test_an_answer_that_is_not_http_fails_as_malformed(
+async def test_an_answer_that_is_not_a_usable_http_response_fails_as_malformed(
     serve: Serve, client: HttpClient, answer: bytes
 ) -> None:
     server = await serve(answers(answer))
@@ -494,43 +495,34 @@ async def test_a_1_mib_body_is_cut_to_the_limit_and_its_connection_not_reused(
     assert server.connections == 2
 
 
-async def test_a_connection_closed_part_way_through_the_headers_fails_with_a_connection_error(
-    serve: Serve, client: HttpClient
-) -> None:
-    async def cut_head(server: RawServer, reader: asyncio.StreamReader,
-                       writer: asyncio.StreamWriter) -> None:
+def answer_once(response: bytes) -> Handler:
+    """A handler that answers the first request with `response`, then closes."""
+
+    async def handle(server: RawServer, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
         await server.next_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/pl")
+        writer.write(response)
         await writer.drain()
 
-    server = await serve(cut_head)
+    return handle
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/pl",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b",
+    ],
+    ids=["in the headers", "short of its content-length"],
+)
+async def test_a_response_cut_off_by_the_connection_closing_fails_with_a_connection_error(
+    serve: Serve, client: HttpClient, cut: bytes
+) -> None:
+    server = await serve(answer_once(cut))
 
     with pytest.raises(ConnectionError):
         await post(client, server.url())
     assert server.connections == 1
-
-
-async def test_a_body_cut_short_of_its_content_length_fails_with_a_connection_error(
-    serve: Serve, client: HttpClient
-) -> None:
-    async def answer_short_and_close(server: RawServer, reader: asyncio.StreamReader,
-                                     writer: asyncio.StreamWriter) -> None:
-        await server.next_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b")
-        await writer.drain()
-
-    server = await serve(answer_short_and_close)
-
-    with pytest.raises(ConnectionError):
-        await post(client, server.url())
-
-
-async def test_switching_protocols_fails_as_malformed(serve: Serve, client: HttpClient) -> None:
-    server = await serve(answers(
-        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"))
-
-    with pytest.raises(MalformedResponse, match="switched protocols"):
-        await post(client, server.url())
 
 
 async def test_a_fresh_connection_closed_without_an_answer_fails_with_a_connection_error(
