@@ -308,6 +308,9 @@ class HttpClient:
                         server_hostname=destination.host if destination.tls else None,
                     )
                 return connection
+            except TimeoutError:
+                error = TimeoutError(f"could not connect to {destination.host} within "
+                                     f"{self._connect_timeout:g}s")
             except OSError as failed:
                 error = failed
         assert error is not None

@@ -11,13 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dispatcher.destinations import DestinationRefused, IPNetwork
-from dispatcher.http import RESPONSE_BODY_LIMIT, HttpClient, MalformedResponse, UnresolvedHost
+from dispatcher.http import HttpClient, MalformedResponse, UnresolvedHost
 from dispatcher.schedule import ErrorKind
 from dispatcher.signing import signature_header
 from hookpost import __version__
 from hookpost.clock import Clock, utcnow
-
-__all__ = ["RESPONSE_BODY_LIMIT", "Response", "Sender"]
 
 _HEADER_VALUE_LIMIT = 1024
 _MESSAGE_LIMIT = 500
@@ -86,9 +84,9 @@ class Sender:
         try:
             async with asyncio.timeout(self._total_timeout):
                 answer = await self._client.post(url, headers, body)
-        except TimeoutError:
-            return failed(ErrorKind.TIMEOUT,
-                          f"no complete response within {self._total_timeout:g}s")
+        except TimeoutError as error:  # the client names a connect timeout itself
+            return failed(ErrorKind.TIMEOUT, str(error)
+                          or f"no complete response within {self._total_timeout:g}s")
         except (OSError, MalformedResponse) as error:
             return failed(*_describe(error))
         status = answer.status

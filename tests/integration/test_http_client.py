@@ -584,6 +584,27 @@ async def test_an_address_outside_the_allowed_networks_is_refused_before_connect
         listener.accept()  # nothing connected
 
 
+async def test_a_connect_that_gets_no_answer_times_out_with_its_own_message() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        port = full.getsockname()[1]
+        # Fill the backlog, never accepting: the kernel drops further connection attempts.
+        waiting = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(3)]
+        for sock in waiting:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+        client = HttpClient(allowed_networks=LOOPBACK, connect_timeout=0.3)
+        try:
+            with pytest.raises(TimeoutError) as raised:
+                await post(client, f"http://127.0.0.1:{port}/hook")
+            assert str(raised.value) == "could not connect to 127.0.0.1 within 0.3s"
+        finally:
+            await client.close()
+            for sock in waiting:
+                sock.close()
+
+
 async def test_a_url_that_cannot_be_sent_to_is_refused(client: HttpClient) -> None:
     with pytest.raises(DestinationRefused):
         await post(client, "ftp://127.0.0.1/hook")
