@@ -16,7 +16,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httptools
 
@@ -29,6 +29,7 @@ IDLE_SECONDS = 15.0  # an idle connection older than this is closed, not reused
 DNS_SECONDS = 10.0  # how long a checked DNS answer is kept
 
 PoolKey = tuple[str, str, int]
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 
 
 class MalformedResponse(Exception):
@@ -67,7 +68,11 @@ def destination_of(url: str) -> Destination:
     tls = parts.scheme == "https"
     host = parts.hostname.encode("idna").decode("ascii")
     port = parts.port or (443 if tls else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    # What may stand unescaped in a request target (RFC 3986); anything else, spaces and
+    # non-ASCII included, is sent percent-encoded as UTF-8. Existing escapes are kept.
+    target = quote(parts.path or "/", safe=_PATH_SAFE)
+    if parts.query:
+        target += "?" + quote(parts.query, safe=_PATH_SAFE + "?")
     shown = f"[{host}]" if ":" in host else host
     default_port = 443 if tls else 80
     host_header = shown if port == default_port else f"{shown}:{port}"
@@ -284,9 +289,11 @@ class HttpClient:
             return
         self._swept_at = now
         for key, connections in list(self._idle.items()):
-            kept = [c for c in connections if not c.closed and c.idle_since > now - IDLE_SECONDS]
+            kept = []
             for connection in connections:
-                if connection not in kept:
+                if not connection.closed and connection.idle_since > now - IDLE_SECONDS:
+                    kept.append(connection)
+                else:
                     connection.close()
             if kept:
                 self._idle[key] = kept

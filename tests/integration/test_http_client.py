@@ -819,6 +819,8 @@ async def test_bytes_after_the_response_in_the_same_read_are_not_taken_as_the_re
                                                      "[2001:db8::1]:8443")),
         ("http://127.0.0.1:9000/x", Destination(False, "127.0.0.1", 9000, "/x",
                                                 "127.0.0.1:9000")),
+        ("http://h.example/a b/é?q=ü v&r=/s?t",
+         Destination(False, "h.example", 80, "/a%20b/%C3%A9?q=%C3%BC%20v&r=/s?t", "h.example")),
     ],
 )
 def test_destination_of_splits_a_url_into_what_a_request_needs(
