@@ -47,8 +47,6 @@ def start_embedded(data_dir: Path) -> EmbeddedServer:
     return server
 
 
-_CONNECT_ERRORS = (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)
-
 # What a query raises while Postgres is unreachable, restarting or shutting down: worth
 # waiting out, never a bug.
 DATABASE_DOWN = (
@@ -62,9 +60,10 @@ DATABASE_DOWN = (
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10,
                       wait_seconds: float = 30.0) -> asyncpg.Pool:
-    """A connection pool, waiting up to `wait_seconds` for Postgres to accept connections."""
+    """A connection pool, waiting up to `wait_seconds` while Postgres is down (any error of
+    DATABASE_DOWN); other errors, such as a wrong password, are raised at once."""
     retrying = AsyncRetrying(
-        retry=retry_if_exception_type(_CONNECT_ERRORS),
+        retry=retry_if_exception_type(DATABASE_DOWN),
         stop=stop_after_delay(wait_seconds),
         wait=wait_exponential(multiplier=0.1, max=2.0),
         before_sleep=before_sleep_log(log, logging.WARNING),
