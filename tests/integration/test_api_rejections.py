@@ -61,6 +61,17 @@ async def assert_error(response: ClientResponse, status: int, code: str) -> dict
     return error
 
 
+async def refused_url(api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool, url: str
+                      ) -> dict[str, Any]:
+    """Creating a subscription to `url` is refused with 422 and writes nothing; the error."""
+    async with writes_nothing(pool):
+        response = await api.post(
+            "/v1/subscriptions", json={"url": url, "event_types": ["*"]},
+            headers=keys.auth(keys.subscriber),
+        )
+        return await assert_error(response, 422, "validation_error")
+
+
 @dataclass(frozen=True)
 class Existing:
     """Rows made before each refused request, so refusals can name real ids."""
@@ -534,12 +545,7 @@ async def https_only_api(serve_api: ServeApi) -> TestClient[Any, Any]:
 async def test_private_and_loopback_destinations_are_refused(
     strict_api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool, url: str, address: str
 ) -> None:
-    async with writes_nothing(pool):
-        response = await strict_api.post(
-            "/v1/subscriptions", json={"url": url, "event_types": ["*"]},
-            headers=keys.auth(keys.subscriber),
-        )
-        error = await assert_error(response, 422, "validation_error")
+    error = await refused_url(strict_api, keys, pool, url)
     assert "not a public address" in error["message"]
     assert address in error["message"]
     assert ["body", "url"] in [detail["loc"] for detail in error["details"]]
@@ -553,12 +559,7 @@ async def test_private_and_loopback_destinations_are_refused(
 async def test_disguised_private_addresses_are_refused(
     strict_api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool, url: str
 ) -> None:
-    async with writes_nothing(pool):
-        response = await strict_api.post(
-            "/v1/subscriptions", json={"url": url, "event_types": ["*"]},
-            headers=keys.auth(keys.subscriber),
-        )
-        error = await assert_error(response, 422, "validation_error")
+    error = await refused_url(strict_api, keys, pool, url)
     assert "not an allowed destination" in error["message"]
 
 
@@ -577,24 +578,14 @@ async def test_disguised_private_addresses_are_refused(
 async def test_urls_of_the_wrong_shape_are_refused(
     https_only_api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool, url: str, reason: str
 ) -> None:
-    async with writes_nothing(pool):
-        response = await https_only_api.post(
-            "/v1/subscriptions", json={"url": url, "event_types": ["*"]},
-            headers=keys.auth(keys.subscriber),
-        )
-        error = await assert_error(response, 422, "validation_error")
+    error = await refused_url(https_only_api, keys, pool, url)
     assert reason in error["message"]
 
 
 async def test_ftp_is_refused_even_when_http_is_allowed(
     strict_api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool
 ) -> None:
-    async with writes_nothing(pool):
-        response = await strict_api.post(
-            "/v1/subscriptions", json={"url": "ftp://93.184.216.34/", "event_types": ["*"]},
-            headers=keys.auth(keys.subscriber),
-        )
-        error = await assert_error(response, 422, "validation_error")
+    error = await refused_url(strict_api, keys, pool, "ftp://93.184.216.34/")
     assert "scheme" in error["message"]
 
 
