@@ -16,7 +16,7 @@ from api.auth import Role, create_key
 from hookpost.settings import Settings
 from hookpost.store import Store
 from tests.conftest import FakeClock
-from tests.integration.conftest import Keys
+from tests.integration.conftest import Keys, get_json
 
 # Loopback is allowlisted in tests, and no dispatcher runs here, so nothing is ever sent to it.
 HOOK_URL = "http://127.0.0.1:9/hook"
@@ -47,15 +47,8 @@ async def post_event(
     return accepted
 
 
-async def read_json(api: TestClient[Any, Any], path: str, key: str) -> dict[str, Any]:
-    response = await api.get(path, headers=Keys.auth(key))
-    assert response.status == 200, await response.text()
-    body: dict[str, Any] = await response.json()
-    return body
-
-
 async def listed_ids(api: TestClient[Any, Any], key: str) -> list[str]:
-    page = await read_json(api, "/v1/subscriptions?limit=250", key)
+    page = await get_json(api, key, "/v1/subscriptions?limit=250")
     assert page["next_cursor"] is None
     return [subscription["id"] for subscription in page["data"]]
 
@@ -87,7 +80,7 @@ async def test_subscriber_creates_reads_changes_lists_and_deletes_a_subscription
     assert created["status"] == "active"
     path = f"/v1/subscriptions/{created['id']}"
 
-    read = await read_json(api, path, keys.subscriber)
+    read = await get_json(api, keys.subscriber, path)
     assert "secret" not in read
     assert read.pop("health") == {"last_success_at": None, "last_failure_at": None,
                                   "failing_since": None, "pending": 0}
@@ -99,13 +92,13 @@ async def test_subscriber_creates_reads_changes_lists_and_deletes_a_subscription
     )
     assert changed.status == 200, await changed.text()
     assert "secret" not in await changed.json()
-    read = await read_json(api, path, keys.subscriber)
+    read = await get_json(api, keys.subscriber, path)
     assert read["description"] == "paused for the move"
     assert read["status"] == "paused"
     assert read["event_types"] == ["order.*"]  # fields left out keep their value
     assert read["url"] == HOOK_URL
 
-    page = await read_json(api, "/v1/subscriptions", keys.subscriber)
+    page = await get_json(api, keys.subscriber, "/v1/subscriptions")
     assert [subscription["id"] for subscription in page["data"]] == [created["id"]]
     assert "secret" not in page["data"][0]
 
@@ -149,7 +142,7 @@ async def test_subscriber_cannot_tell_another_subscribers_subscription_exists(
     # 404, like an id that does not exist, not 403: ids of others are not confirmed.
     assert response.status == 404, await response.text()
     assert (await response.json())["error"]["code"] == "not_found"
-    untouched = await read_json(api, path, keys.other_subscriber)
+    untouched = await get_json(api, keys.other_subscriber, path)
     assert untouched["status"] == "active"
     assert untouched["updated_at"] == theirs["updated_at"]
 
@@ -164,7 +157,7 @@ async def test_subscribers_list_only_their_own_and_admin_lists_everyone(
     assert await listed_ids(api, keys.other_subscriber) == [theirs["id"]]
     assert await listed_ids(api, keys.admin) == [theirs["id"], mine["id"]]
     for subscription in (mine, theirs):
-        read = await read_json(api, f"/v1/subscriptions/{subscription['id']}", keys.admin)
+        read = await get_json(api, keys.admin, f"/v1/subscriptions/{subscription['id']}")
         assert read["id"] == subscription["id"]
         assert "secret" not in read
 
@@ -177,7 +170,7 @@ async def test_admin_can_change_and_delete_any_subscription(
 
     paused = await api.patch(path, json={"status": "paused"}, headers=keys.auth(keys.admin))
     assert paused.status == 200, await paused.text()
-    assert (await read_json(api, path, keys.subscriber))["status"] == "paused"
+    assert (await get_json(api, keys.subscriber, path))["status"] == "paused"
     deleted = await api.delete(path, headers=keys.auth(keys.admin))
     assert deleted.status == 204
     assert (await api.get(path, headers=keys.auth(keys.subscriber))).status == 404
@@ -189,7 +182,7 @@ async def walk_pages(api: TestClient[Any, Any], key: str, limit: int) -> list[li
     cursor: str | None = None
     while True:
         query = f"limit={limit}" + (f"&cursor={cursor}" if cursor else "")
-        page = await read_json(api, f"/v1/subscriptions?{query}", key)
+        page = await get_json(api, key, f"/v1/subscriptions?{query}")
         pages.append([subscription["id"] for subscription in page["data"]])
         cursor = page["next_cursor"]
         if cursor is None:
@@ -242,7 +235,7 @@ async def test_producer_posts_an_event_and_reads_it_with_its_deliveries(
     assert accepted["id"].startswith("evt_")
     assert accepted["type"] == "order.created"
     assert accepted["deliveries"] == 1
-    event = await read_json(api, f"/v1/events/{accepted['id']}", keys.producer)
+    event = await get_json(api, keys.producer, f"/v1/events/{accepted['id']}")
     assert event["id"] == accepted["id"]
     assert event["type"] == "order.created"
     assert event["data"] == data
@@ -263,12 +256,12 @@ async def test_only_the_producer_of_an_event_and_admins_can_read_it(
     other = await api.get(path, headers=keys.auth(second_producer))
     assert other.status == 404, await other.text()
     assert (await other.json())["error"]["code"] == "not_found"
-    assert (await read_json(api, path, keys.admin))["data"] == {"n": 1}
+    assert (await get_json(api, keys.admin, path))["data"] == {"n": 1}
 
 
 async def test_admin_can_post_events(api: TestClient[Any, Any], keys: Keys) -> None:
     accepted = await post_event(api, keys.admin, "order.created")
-    assert (await read_json(api, f"/v1/events/{accepted['id']}", keys.admin))["type"] == (
+    assert (await get_json(api, keys.admin, f"/v1/events/{accepted['id']}"))["type"] == (
         "order.created"
     )
 
@@ -320,7 +313,7 @@ async def test_idempotency_keys_belong_to_one_producer(
 
     assert second["id"] != first["id"]
     assert await count_rows(pool, "events") == 2
-    assert (await read_json(api, f"/v1/events/{second['id']}", second_producer))["id"] == (
+    assert (await get_json(api, second_producer, f"/v1/events/{second['id']}"))["id"] == (
         second["id"]
     )
 
@@ -397,7 +390,7 @@ async def test_event_fans_out_to_every_matching_subscription_that_is_not_deleted
     accepted = await post_event(api, keys.producer, event_type)
 
     assert accepted["deliveries"] == len(reached)
-    event = await read_json(api, f"/v1/events/{accepted['id']}", keys.admin)
+    event = await get_json(api, keys.admin, f"/v1/events/{accepted['id']}")
     by_subscription = {delivery["subscription_id"]: delivery for delivery in event["deliveries"]}
     assert set(by_subscription) == {ids[name] for name in reached}
     # A paused subscription keeps its deliveries pending until it is resumed.
@@ -412,7 +405,7 @@ async def test_a_subscription_with_overlapping_filters_gets_one_delivery(
     )
     accepted = await post_event(api, keys.producer, "order.created")
     assert accepted["deliveries"] == 1
-    event = await read_json(api, f"/v1/events/{accepted['id']}", keys.producer)
+    event = await get_json(api, keys.producer, f"/v1/events/{accepted['id']}")
     assert [d["subscription_id"] for d in event["deliveries"]] == [subscription["id"]]
 
 
@@ -424,12 +417,12 @@ async def test_delivery_is_readable_by_its_subscriptions_owner_and_admin_only(
 ) -> None:
     subscription = await create_subscription(api, keys.subscriber, ["order.*"])
     accepted = await post_event(api, keys.producer, "order.created")
-    event = await read_json(api, f"/v1/events/{accepted['id']}", keys.producer)
+    event = await get_json(api, keys.producer, f"/v1/events/{accepted['id']}")
     [summary] = event["deliveries"]
     path = f"/v1/deliveries/{summary['id']}"
 
     for key in (keys.subscriber, keys.admin):
-        delivery = await read_json(api, path, key)
+        delivery = await get_json(api, key, path)
         assert delivery["id"] == summary["id"]
         assert delivery["event_id"] == accepted["id"]
         assert delivery["event_type"] == "order.created"
@@ -448,7 +441,7 @@ async def test_deliveries_of_a_deleted_subscription_stay_readable_as_failed(
 ) -> None:
     subscription = await create_subscription(api, keys.subscriber, ["*"])
     accepted = await post_event(api, keys.producer, "order.created")
-    event = await read_json(api, f"/v1/events/{accepted['id']}", keys.producer)
+    event = await get_json(api, keys.producer, f"/v1/events/{accepted['id']}")
     [summary] = event["deliveries"]
 
     deleted = await api.delete(
@@ -456,7 +449,7 @@ async def test_deliveries_of_a_deleted_subscription_stay_readable_as_failed(
     )
     assert deleted.status == 204
 
-    delivery = await read_json(api, f"/v1/deliveries/{summary['id']}", keys.subscriber)
+    delivery = await get_json(api, keys.subscriber, f"/v1/deliveries/{summary['id']}")
     assert delivery["status"] == "failed"
     assert delivery["next_attempt_at"] is None
 
