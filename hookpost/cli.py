@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import asyncpg
+import uvloop
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -146,6 +147,12 @@ async def _create_key(database: Database, role: str, name: str) -> None:
         print(key, flush=True)
 
 
+def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop]:
+    if settings.event_loop == "uvloop":
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     try:
@@ -163,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         "keys": lambda: _create_key(database, arguments.role, arguments.name),
     }
     try:
-        asyncio.run(commands[arguments.command]())
+        with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
+            runner.run(commands[arguments.command]())
     except (OSError, asyncpg.PostgresError) as error:
         log.error("cannot reach the database: %s", error)
         return 1

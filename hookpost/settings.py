@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="The least severe log level written."
     )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="The event loop: uvloop (faster) or the standard asyncio one."
+    )
     listen_notify: bool = Field(
         default=True, description="Wake dispatchers with LISTEN/NOTIFY (polling always runs)."
     )

@@ -8,13 +8,14 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+import uvloop
 
 from hookpost.database import create_pool, migrate, start_embedded
 
@@ -23,6 +24,16 @@ _DATABASE_URL = os.environ.pop("DATABASE_URL", None)
 for _name in list(os.environ):
     if _name.startswith("HOOKPOST_"):
         del os.environ[_name]
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Tests run on uvloop, the service's default loop; those marked `every_loop` run on the
+    standard asyncio loop as well (HOOKPOST_EVENT_LOOP=asyncio)."""
+    if item.get_closest_marker("every_loop") is not None:
+        return {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
+    return {"uvloop": uvloop.new_event_loop}
 
 
 def with_database(url: str, name: str) -> str:

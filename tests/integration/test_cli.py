@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import pytest
 
 from api.auth import hash_key
 from tests.integration.conftest import Receiver
@@ -66,12 +67,13 @@ def test_keys_create_refuses_an_unknown_role(database_url: str) -> None:
     assert refused.stdout == ""
 
 
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
 async def test_serve_prints_an_admin_key_once_delivers_and_stops_cleanly_on_sigterm(
-    database_url: str, receiver: Receiver,
+    database_url: str, receiver: Receiver, event_loop: str,
 ) -> None:
     port = free_port()
     env = environment(database_url, port=str(port), allowed_networks="127.0.0.0/8",
-                      allow_http="true")
+                      allow_http="true", event_loop=event_loop)
     async with service("serve", env) as first:
         await first.read_until("listening on")
         assert f"http://127.0.0.1:{port}" in "".join(first.lines)

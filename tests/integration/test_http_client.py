@@ -29,6 +29,9 @@ from dispatcher.http import (
     destination_of,
 )
 
+# The client works with whatever transports the loop gives it: run on both loops.
+pytestmark = pytest.mark.every_loop
+
 LOOPBACK: list[IPNetwork] = [ipaddress.ip_network("127.0.0.0/8")]
 LOOPBACK_V4_AND_V6: list[IPNetwork] = [*LOOPBACK, ipaddress.ip_network("::1/128")]
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"

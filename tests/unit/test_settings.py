@@ -57,6 +57,7 @@ def test_defaults() -> None:
     assert settings.host == "127.0.0.1"
     assert settings.port == 8080
     assert settings.database_url is None
+    assert settings.event_loop == "uvloop"
 
 
 @pytest.mark.parametrize(
@@ -102,6 +103,7 @@ def test_allowed_networks_from_environment(
         ("HOOKPOST_HOST", "0.0.0.0", "host", "0.0.0.0"),
         ("HOOKPOST_MAX_PAYLOAD_BYTES", "1024", "max_payload_bytes", 1024),
         ("HOOKPOST_ALLOW_HTTP", "true", "allow_http", True),
+        ("HOOKPOST_EVENT_LOOP", "asyncio", "event_loop", "asyncio"),
     ],
 )
 def test_setting_from_environment(
@@ -120,6 +122,7 @@ def test_setting_from_environment(
         ("HOOKPOST_ALLOWED_NETWORKS", "not-a-cidr"),
         ("HOOKPOST_REQUEST_TIMEOUT", "-1s"),
         ("HOOKPOST_MAX_PAYLOAD_BYTES", "0"),
+        ("HOOKPOST_EVENT_LOOP", "trio"),
     ],
 )
 def test_bad_environment_value_is_refused(
