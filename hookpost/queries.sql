@@ -166,7 +166,11 @@ WITH held AS (
       AND s.status = 'active'
       AND NOT (d.subscription_id = ANY (ARRAY(SELECT subscription_id FROM held WHERE count >= $6)))
     ORDER BY d.next_attempt_at
-    LIMIT $2 * 4
+    -- No more rows are locked than the claim may take: a row locked and not taken is
+    -- hidden from other dispatchers until this commits, and its lock is written to the
+    -- WAL. Where one subscription's rows fill the window past its bound, this claim takes
+    -- fewer, and the next one, which skips subscriptions at their bound, reaches the rest.
+    LIMIT $2
     FOR UPDATE OF d SKIP LOCKED
 ), candidates AS (
     SELECT DISTINCT ON (id) id, subscription_id, due_at

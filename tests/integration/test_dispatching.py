@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -15,12 +16,13 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from asyncpg.pool import PoolConnectionProxy
 
 from dispatcher.worker import Dispatcher
 from hookpost.clock import utcnow
 from hookpost.database import create_pool
 from hookpost.settings import Settings
-from hookpost.store import AttemptRecord, Store
+from hookpost.store import QUERIES, AttemptRecord, Store
 from tests.conftest import FakeClock
 from tests.integration.conftest import (
     Keys,
@@ -249,3 +251,43 @@ async def test_a_busy_subscription_has_its_next_attempts_claimed_ahead_of_its_se
     assert len(receiver.requests) == 8
     assert receiver.most_busy_in_all == 2  # the sends keep to the bound
     assert most_held == 4  # while the next two wait here, already claimed
+
+
+async def test_a_claim_locks_only_the_deliveries_it_takes(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, pool: asyncpg.Pool,
+) -> None:
+    await subscribe(api, keys.subscriber, receiver.url())
+    for n in range(10):
+        await post_event(api, keys.producer, data={"n": n})
+    now = utcnow()
+
+    async def claim(connection: PoolConnectionProxy[Any], limit: int, lease: str) -> int:
+        rows = await connection.fetch(QUERIES["claim_due"], now, limit,
+                                      now + timedelta(minutes=2), lease, [], 100, [])
+        return len(rows)
+
+    async with pool.acquire() as first, pool.acquire() as second, first.transaction():
+        assert await claim(first, 2, "lease_first") == 2
+        # The first claim is not committed yet; every row it did not take is free.
+        async with second.transaction():
+            assert await claim(second, 10, "lease_second") == 8
+
+
+async def test_a_subscription_at_its_bound_leaves_the_next_claim_to_the_others(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store,
+) -> None:
+    busy = await subscribe(api, keys.subscriber, receiver.url("/busy"), ["busy.event"])
+    quiet = await subscribe(api, keys.subscriber, receiver.url("/quiet"), ["quiet.event"])
+    for _ in range(10):  # due first
+        await post_event(api, keys.producer, type="busy.event")
+    for _ in range(3):
+        await post_event(api, keys.producer, type="quiet.event")
+    now = utcnow()
+    lease = now + timedelta(minutes=2)
+
+    first = await store.claim_due(now, 4, lease, "lease_x", {}, 2)
+    held = Counter(d.subscription_id for d in first)
+    assert held[busy["id"]] == 2
+    second = await store.claim_due(now, 4, lease, "lease_x", held, 2)
+    assert {d.subscription_id for d in second} <= {quiet["id"]}
+    assert held[quiet["id"]] + len(second) == 2
