@@ -9,6 +9,8 @@ import time
 from collections import Counter
 from datetime import datetime
 
+import asyncpg
+
 from dispatcher.schedule import Outcome, after_attempt, classify, parse_retry_after
 from dispatcher.sender import Response, Sender
 from hookpost import metrics
@@ -279,6 +281,13 @@ class Dispatcher:
                     self._records[:0] = batch
                     log.warning("cannot record %d attempts yet: %s", len(batch), error)
                     await asyncio.sleep(0.5)
+                    continue
+                except asyncpg.TransactionRollbackError as error:
+                    # A deadlock with another writer of the same subscriptions' health (a
+                    # second dispatcher, upkeep, the API): nothing was written; again.
+                    self._records[:0] = batch
+                    log.warning("recording %d attempts again: %s", len(batch), error)
+                    await asyncio.sleep(0.05)
                     continue
                 self._unrecorded -= len(batch)
                 self._slot_freed.set()

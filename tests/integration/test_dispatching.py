@@ -202,6 +202,38 @@ class GatedStore(Store):
         await super().record_attempts(records, now)
 
 
+class DeadlockingStore(Store):
+    """A store whose first attempt record loses a deadlock, as Postgres reports it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self.refused = 0
+
+    async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> None:
+        if self.refused == 0:
+            self.refused += 1
+            raise asyncpg.DeadlockDetectedError("deadlock detected")
+        await super().record_attempts(records, now)
+
+
+async def test_a_record_that_loses_a_deadlock_is_written_again(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, pool: asyncpg.Pool,
+    database_url: str,
+) -> None:
+    await subscribe(api, keys.subscriber, receiver.url())
+    for n in range(3):
+        await post_event(api, keys.producer, data={"n": n})
+    store = DeadlockingStore(pool)
+
+    await make_dispatcher(store, make_settings(database_url)).run(until_idle=True)
+
+    assert store.refused == 1
+    assert len(receiver.requests) == 3
+    assert await pool.fetchval("SELECT count(*) FROM attempts") == 3
+    assert await pool.fetchval(
+        "SELECT count(*) FROM deliveries WHERE status = 'succeeded'") == 3
+
+
 async def test_attempts_not_yet_recorded_count_against_the_in_flight_bound(
     api: TestClient[Any, Any], keys: Keys, receiver: Receiver, pool: asyncpg.Pool,
     database_url: str,
