@@ -278,6 +278,12 @@ WITH results AS (
         GROUP BY d.subscription_id
     ) AS h
     WHERE s.id = h.subscription_id
+      -- While all goes well, last_success_at moves on at most once a second: every record
+      -- batch of every dispatcher touches these few rows, and each update would wait on
+      -- the row lock of another dispatcher's batch until that one commits.
+      AND (h.gone OR h.last_failure_at IS NOT NULL OR s.failing_since IS NOT NULL
+           OR s.last_success_at IS NULL
+           OR s.last_success_at < h.last_success_at - interval '1 second')
 )
 INSERT INTO attempts
     (delivery_id, attempt_number, trigger, started_at, duration_ms, response_status,

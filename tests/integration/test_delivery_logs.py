@@ -389,6 +389,35 @@ async def test_subscription_health_follows_failures_and_recovery(
     assert health["pending"] == 0
 
 
+async def test_steady_successes_touch_the_subscription_at_most_once_a_second(
+    clocked_api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store,
+    settings: Settings, clock: FakeClock, pool: asyncpg.Pool,
+) -> None:
+    api = clocked_api
+    subscription = await subscribe(api, keys.subscriber, receiver.url())
+    path = f"/v1/subscriptions/{subscription['id']}"
+    dispatcher = make_dispatcher(store, settings, clock)
+
+    async def deliver_one() -> tuple[datetime, int]:
+        await post_event(api, keys.producer)
+        await dispatcher.run(until_idle=True)
+        health = (await get_json(api, keys.subscriber, path))["health"]
+        version: int = await pool.fetchval(
+            "SELECT xmin::text::bigint FROM subscriptions WHERE id = $1", subscription["id"])
+        return datetime.fromisoformat(health["last_success_at"]), version
+
+    first = clock.now
+    assert (await deliver_one())[0] == first
+    _, version = await deliver_one()
+    clock.advance(timedelta(milliseconds=500))
+    assert await deliver_one() == (first, version)  # the row was not written
+    clock.advance(timedelta(milliseconds=600))
+    later, newer = await deliver_one()
+    assert later == clock.now
+    assert newer != version
+    assert len(receiver.requests) == 4
+
+
 # Isolation
 
 
