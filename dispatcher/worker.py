@@ -229,12 +229,6 @@ class Dispatcher:
         metrics.ATTEMPTS.labels(outcome.value,
                                 metrics.response_class(response.status, error_kind)).inc()
         metrics.ATTEMPT_SECONDS.observe(response.duration_ms / 1000)
-        if response.status == 410:
-            metrics.DISABLED.labels("gone").inc()
-            log.warning("disabling subscription %s: its endpoint answered 410 Gone",
-                        delivery.subscription_id,
-                        extra={"subscription_id": delivery.subscription_id,
-                               "delivery_id": delivery.id})
         # Successes are many and all in the database and the metrics; the rest is news.
         log.log(
             logging.DEBUG if outcome is Outcome.SUCCEEDED else logging.INFO,
@@ -276,7 +270,7 @@ class Dispatcher:
             while self._records:
                 batch, self._records = self._records, []
                 try:
-                    await self.store.record_attempts(batch, self.clock())
+                    disabled = await self.store.record_attempts(batch, self.clock())
                 except DATABASE_DOWN as error:
                     self._records[:0] = batch
                     log.warning("cannot record %d attempts yet: %s", len(batch), error)
@@ -291,6 +285,10 @@ class Dispatcher:
                     continue
                 self._unrecorded -= len(batch)
                 self._slot_freed.set()
+                for subscription_id in disabled:
+                    metrics.DISABLED.labels("gone").inc()
+                    log.warning("disabled subscription %s: its endpoint answered 410 Gone",
+                                subscription_id, extra={"subscription_id": subscription_id})
 
     async def _listen_forever(self) -> None:
         """Hold a LISTEN connection, reconnecting whenever it drops."""

@@ -223,6 +223,7 @@ SELECT least(
 -- Writes a batch of attempts and moves each delivery to its next state, but only while
 -- the lease that sent it is still held; the attempt row is written either way. The
 -- subscriptions' health (last success, last failure, failing since) moves with them.
+-- Returns the subscriptions this batch disabled because their endpoint answered 410.
 WITH results AS (
     SELECT * FROM unnest(
         $1::text[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::int[],
@@ -284,15 +285,23 @@ WITH results AS (
       AND (h.gone OR h.last_failure_at IS NOT NULL OR s.failing_since IS NOT NULL
            OR s.last_success_at IS NULL
            OR s.last_success_at < h.last_success_at - interval '1 second')
+), recorded AS (
+    INSERT INTO attempts
+        (delivery_id, attempt_number, trigger, started_at, duration_ms, response_status,
+         response_headers, response_body, error_kind, error_message, outcome)
+    SELECT r.delivery_id, r.attempt_number, r.trigger, r.started_at, r.duration_ms,
+           r.response_status, r.response_headers::jsonb, r.response_body, r.error_kind,
+           r.error_message, r.outcome
+    FROM results r
+    WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.delivery_id)
 )
-INSERT INTO attempts
-    (delivery_id, attempt_number, trigger, started_at, duration_ms, response_status,
-     response_headers, response_body, error_kind, error_message, outcome)
-SELECT r.delivery_id, r.attempt_number, r.trigger, r.started_at, r.duration_ms,
-       r.response_status, r.response_headers::jsonb, r.response_body, r.error_kind,
-       r.error_message, r.outcome
-FROM results r
-WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.delivery_id);
+-- Read as the statement began, before health above disabled them.
+SELECT s.id
+FROM subscriptions s
+WHERE s.status IN ('active', 'paused')
+  AND s.id IN (SELECT d.subscription_id
+               FROM results r JOIN deliveries d ON d.id = r.delivery_id
+               WHERE r.response_status = 410);
 
 -- name: release_leases --
 -- Hands back deliveries leased to $1 and not sent, so another dispatcher takes them now.

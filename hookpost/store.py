@@ -379,12 +379,14 @@ class Store:
         due: datetime | None = await self.pool.fetchval(QUERIES["next_due_at"])
         return due
 
-    async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> None:
+    async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> list[str]:
+        """Write the attempts; the ids of the subscriptions they disabled (410 Gone)."""
         columns: list[list[Any]] = [[] for _ in range(15)]
         for record in records:
             for column, value in zip(columns, _record_values(record), strict=True):
                 column.append(value)
-        await self.pool.execute(QUERIES["record_attempts"], *columns, now)
+        rows = await self.pool.fetch(QUERIES["record_attempts"], *columns, now)
+        return [row["id"] for row in rows]
 
     # Maintenance
 

@@ -197,9 +197,11 @@ class GatedStore(Store):
         super().__init__(pool)
         self.gate = asyncio.Event()
 
-    async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> None:
+    async def record_attempts(
+        self, records: Sequence[AttemptRecord], now: datetime
+    ) -> list[str]:
         await self.gate.wait()
-        await super().record_attempts(records, now)
+        return await super().record_attempts(records, now)
 
 
 class DeadlockingStore(Store):
@@ -209,11 +211,13 @@ class DeadlockingStore(Store):
         super().__init__(pool)
         self.refused = 0
 
-    async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> None:
+    async def record_attempts(
+        self, records: Sequence[AttemptRecord], now: datetime
+    ) -> list[str]:
         if self.refused == 0:
             self.refused += 1
             raise asyncpg.DeadlockDetectedError("deadlock detected")
-        await super().record_attempts(records, now)
+        return await super().record_attempts(records, now)
 
 
 async def test_a_record_that_loses_a_deadlock_is_written_again(

@@ -147,6 +147,21 @@ async def test_410_gone_disables_the_subscription_at_once(
     assert (await post_event(api, keys.producer))["deliveries"] == 0
 
 
+async def test_a_burst_of_410s_disables_and_counts_the_subscription_once(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store, settings: Settings,
+) -> None:
+    receiver.respond = answer_status(410)
+    await subscribe(api, keys.subscriber, receiver.url())
+    for n in range(4):  # claimed together, so all four are sent before the first is recorded
+        await post_event(api, keys.producer, data={"n": n})
+    before = sample("hookpost_subscriptions_disabled_total", reason="gone")
+
+    await make_dispatcher(store, settings).run(until_idle=True)
+
+    assert len(receiver.requests) == 4
+    assert sample("hookpost_subscriptions_disabled_total", reason="gone") == before + 1
+
+
 async def test_the_gauges_show_backlog_due_work_and_subscriptions(
     clocked_api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store,
     settings: Settings, clock: FakeClock,
