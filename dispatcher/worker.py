@@ -116,12 +116,20 @@ class Dispatcher:
                 continue
             if until_idle and not self._sending and not self._unrecorded:
                 return
+            if self._free_slots() <= 0:
+                # Only a freed slot (or a stop) can let more work in: no need to ask
+                # Postgres when the next delivery falls due.
+                await self._wait(self.settings.poll_interval.total_seconds(), side_tasks)
+                continue
             await self._wait(await self._seconds_until_due(until_idle), side_tasks)
 
-    async def _claim(self) -> int:
+    def _free_slots(self) -> int:
         # An attempt holds its place until it is recorded, so a slow database slows the
         # sending instead of piling up records in memory.
-        free = self.settings.max_in_flight - len(self._sending) - self._unrecorded
+        return self.settings.max_in_flight - len(self._sending) - self._unrecorded
+
+    async def _claim(self) -> int:
+        free = self._free_slots()
         if free <= 0:
             return 0
         # Up to twice the per-subscription bound is claimed, so the next attempt to a busy

@@ -238,6 +238,38 @@ async def test_a_record_that_loses_a_deadlock_is_written_again(
         "SELECT count(*) FROM deliveries WHERE status = 'succeeded'") == 3
 
 
+class WatchedStore(Store):
+    """A store that notes how many deliveries the receiver had whenever the dispatcher
+    asks when the next one falls due."""
+
+    def __init__(self, pool: asyncpg.Pool, receiver: Receiver) -> None:
+        super().__init__(pool)
+        self.receiver = receiver
+        self.asked_at: list[int] = []
+
+    async def next_due_at(self) -> datetime | None:
+        self.asked_at.append(len(self.receiver.requests))
+        return await super().next_due_at()
+
+
+async def test_a_dispatcher_with_every_slot_taken_does_not_ask_when_work_falls_due(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, pool: asyncpg.Pool,
+    database_url: str,
+) -> None:
+    await subscribe(api, keys.subscriber, receiver.url())
+    for n in range(24):
+        await post_event(api, keys.producer, data={"n": n})
+    store = WatchedStore(pool, receiver)
+    settings = make_settings(database_url, max_in_flight=4)
+
+    async with running(make_dispatcher(store, settings)):
+        await wait_for(lambda: pool.fetchval(
+            "SELECT count(*) = 24 FROM deliveries WHERE status = 'succeeded'"))
+
+    # Asked only once the backlog was smaller than the slots, never while they were full.
+    assert all(sent >= 24 - 4 for sent in store.asked_at), store.asked_at
+
+
 async def test_attempts_not_yet_recorded_count_against_the_in_flight_bound(
     api: TestClient[Any, Any], keys: Keys, receiver: Receiver, pool: asyncpg.Pool,
     database_url: str,
