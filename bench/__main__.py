@@ -63,7 +63,7 @@ class Plan:
 
 FULL = Plan(False, 2, 10, 30_000, 10, 20, 1000, 10, (10_000, 1_000_000), (10_000, 10_000_000))
 QUICK = Plan(True, 1, 3, 3_000, 3, 5, 1000, 0, (1_000, 20_000), (1_000, 100_000))
-MOST_DELIVERIES = 150_000  # keeps the Celery rounds, at a seventh of the speed, in time
+MOST_DELIVERIES = 120_000  # keeps the Celery rounds, at a seventh of the speed, in time
 
 
 def say(text: str) -> None:
