@@ -36,6 +36,14 @@ from tests.integration.conftest import (
 )
 
 
+async def backlog(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, count: int
+) -> list[dict[str, Any]]:
+    """A subscription to the receiver and `count` events for it, in order; the events."""
+    await subscribe(api, keys.subscriber, receiver.url())
+    return [await post_event(api, keys.producer, data={"n": n}) for n in range(count)]
+
+
 @asynccontextmanager
 async def running(dispatcher: Dispatcher) -> AsyncIterator[Dispatcher]:
     """The dispatcher running in the background until the block ends."""
@@ -88,8 +96,7 @@ async def test_two_dispatchers_never_send_the_same_delivery(
     database_url: str,
 ) -> None:
     receiver.respond = answer_after(0.01)
-    await subscribe(api, keys.subscriber, receiver.url())
-    events = [await post_event(api, keys.producer, data={"n": n}) for n in range(80)]
+    events = await backlog(api, keys, receiver, 80)
     settings = make_settings(database_url, max_in_flight=8, claim_batch=4)
     other_pool = await create_pool(database_url, min_size=1, max_size=4)
     dispatchers = [make_dispatcher(store, settings), make_dispatcher(Store(other_pool), settings)]
@@ -141,8 +148,7 @@ async def test_leases_of_a_killed_dispatcher_are_taken_over_once_they_expire(
         return web.Response(text="ok")
 
     receiver.respond = hang_then_answer
-    await subscribe(api, keys.subscriber, receiver.url())
-    events = [await post_event(api, keys.producer, data={"n": n}) for n in range(3)]
+    events = await backlog(api, keys, receiver, 3)
 
     process = dispatcher_process(database_url)
     try:
@@ -224,9 +230,7 @@ async def test_a_record_that_loses_a_deadlock_is_written_again(
     api: TestClient[Any, Any], keys: Keys, receiver: Receiver, pool: asyncpg.Pool,
     database_url: str,
 ) -> None:
-    await subscribe(api, keys.subscriber, receiver.url())
-    for n in range(3):
-        await post_event(api, keys.producer, data={"n": n})
+    await backlog(api, keys, receiver, 3)
     store = DeadlockingStore(pool)
 
     await make_dispatcher(store, make_settings(database_url)).run(until_idle=True)
@@ -256,9 +260,7 @@ async def test_a_dispatcher_with_every_slot_taken_does_not_ask_when_work_falls_d
     api: TestClient[Any, Any], keys: Keys, receiver: Receiver, pool: asyncpg.Pool,
     database_url: str,
 ) -> None:
-    await subscribe(api, keys.subscriber, receiver.url())
-    for n in range(24):
-        await post_event(api, keys.producer, data={"n": n})
+    await backlog(api, keys, receiver, 24)
     store = WatchedStore(pool, receiver)
     settings = make_settings(database_url, max_in_flight=4)
 
@@ -274,9 +276,7 @@ async def test_attempts_not_yet_recorded_count_against_the_in_flight_bound(
     api: TestClient[Any, Any], keys: Keys, receiver: Receiver, pool: asyncpg.Pool,
     database_url: str,
 ) -> None:
-    await subscribe(api, keys.subscriber, receiver.url())
-    for n in range(12):
-        await post_event(api, keys.producer, data={"n": n})
+    await backlog(api, keys, receiver, 12)
     store = GatedStore(pool)
     settings = make_settings(database_url, max_in_flight=4, poll_interval=timedelta(seconds=1))
 
@@ -298,9 +298,7 @@ async def test_a_busy_subscription_has_its_next_attempts_claimed_ahead_of_its_se
     api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store, database_url: str,
 ) -> None:
     receiver.respond = answer_after(0.1)
-    await subscribe(api, keys.subscriber, receiver.url())
-    for n in range(8):
-        await post_event(api, keys.producer, data={"n": n})
+    await backlog(api, keys, receiver, 8)
     dispatcher = make_dispatcher(store, make_settings(database_url, max_per_subscription=2))
     most_held = 0
 
@@ -324,9 +322,7 @@ async def test_a_busy_subscription_has_its_next_attempts_claimed_ahead_of_its_se
 async def test_a_claim_locks_only_the_deliveries_it_takes(
     api: TestClient[Any, Any], keys: Keys, receiver: Receiver, pool: asyncpg.Pool,
 ) -> None:
-    await subscribe(api, keys.subscriber, receiver.url())
-    for n in range(10):
-        await post_event(api, keys.producer, data={"n": n})
+    await backlog(api, keys, receiver, 10)
     now = utcnow()
 
     async def claim(connection: PoolConnectionProxy[Any], limit: int, lease: str) -> int:
