@@ -286,7 +286,8 @@ class Dispatcher:
                     continue
                 except asyncpg.TransactionRollbackError as error:
                     # A deadlock with another writer of the same subscriptions' health (a
-                    # second dispatcher, upkeep, the API): nothing was written; again.
+                    # second dispatcher, upkeep, the API): none of the batch was written,
+                    # so it is written again.
                     self._records[:0] = batch
                     log.warning("recording %d attempts again: %s", len(batch), error)
                     await asyncio.sleep(0.05)
