@@ -162,7 +162,7 @@ class Receiver:
         while await self.count() < count:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the receiver got {await self.count()} of {count}")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
 
 
 def hookpost_env(url: str, **settings: str) -> dict[str, str]:
@@ -217,10 +217,7 @@ async def until_drained(store: Store, receiver: Receiver, deliveries: int,
     Counting unfinished rows scans the table, which would take CPU from the dispatchers
     being measured, so the table is only asked once the receiver has every delivery."""
     deadline = time.monotonic() + timeout
-    while await receiver.count() < deliveries:
-        if time.monotonic() > deadline:
-            raise TimeoutError("the backlog did not drain")
-        await asyncio.sleep(0.05)
+    await receiver.wait_for(deliveries, timeout)
     while await store.pool.fetchval(QUERIES["unfinished_deliveries"]) > 0:
         if time.monotonic() > deadline:
             raise TimeoutError("the backlog did not drain")
