@@ -252,6 +252,14 @@ WITH results AS (
     -- flight is thick with dead entries under load and its statistics are always stale.
     WHERE d.id = r.delivery_id AND d.lease_token = r.lease_token
     RETURNING d.id
+), by_subscription AS (
+    SELECT d.subscription_id,
+           max(r.started_at) FILTER (WHERE r.outcome = 'succeeded') AS last_success_at,
+           max(r.started_at) FILTER (WHERE r.outcome <> 'succeeded') AS last_failure_at,
+           min(r.started_at) FILTER (WHERE r.outcome <> 'succeeded') AS first_failure_at,
+           bool_or(r.response_status = 410) AS gone
+    FROM results r JOIN deliveries d ON d.id = r.delivery_id
+    GROUP BY d.subscription_id
 ), health AS (
     -- A receiver that answers 410 Gone has asked to be forgotten: disable it at once.
     UPDATE subscriptions s
@@ -269,15 +277,7 @@ WITH results AS (
                                ELSE s.disabled_reason END,
         disabled_at = CASE WHEN h.gone AND s.status IN ('active', 'paused') THEN $16
                            ELSE s.disabled_at END
-    FROM (
-        SELECT d.subscription_id,
-               max(r.started_at) FILTER (WHERE r.outcome = 'succeeded') AS last_success_at,
-               max(r.started_at) FILTER (WHERE r.outcome <> 'succeeded') AS last_failure_at,
-               min(r.started_at) FILTER (WHERE r.outcome <> 'succeeded') AS first_failure_at,
-               bool_or(r.response_status = 410) AS gone
-        FROM results r JOIN deliveries d ON d.id = r.delivery_id
-        GROUP BY d.subscription_id
-    ) AS h
+    FROM by_subscription h
     WHERE s.id = h.subscription_id
       -- While all goes well, last_success_at moves on at most once a second: every record
       -- batch of every dispatcher touches these few rows, and each update would wait on
@@ -295,13 +295,10 @@ WITH results AS (
     FROM results r
     WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.delivery_id)
 )
--- Read as the statement began, before health above disabled them.
+-- The ones health disables; subscriptions read as the statement began, before it did.
 SELECT s.id
-FROM subscriptions s
-WHERE s.status IN ('active', 'paused')
-  AND s.id IN (SELECT d.subscription_id
-               FROM results r JOIN deliveries d ON d.id = r.delivery_id
-               WHERE r.response_status = 410);
+FROM subscriptions s JOIN by_subscription h ON h.subscription_id = s.id
+WHERE h.gone AND s.status IN ('active', 'paused');
 
 -- name: release_leases --
 -- Hands back deliveries leased to $1 and not sent, so another dispatcher takes them now.
