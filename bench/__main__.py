@@ -177,9 +177,11 @@ def hookpost_env(url: str, **settings: str) -> dict[str, str]:
 @contextlib.asynccontextmanager
 async def store_of(url: str) -> AsyncIterator[Store]:
     pool = await create_pool(url, min_size=1, max_size=4)
+    dispatch_pool = await create_pool(url, min_size=1, max_size=1, generic_plans=True)
     try:
-        yield Store(pool)
+        yield Store(pool, dispatch_pool)
     finally:
+        await dispatch_pool.close()
         await pool.close()
 
 
@@ -425,7 +427,7 @@ async def claim_latency(plan: Plan, postgres: Postgres, receiver: Receiver,
         await store.pool.execute(QUERIES["preload_deliveries"], 1000, 1000, ids)
         await store.pool.execute("VACUUM ANALYZE")
         timings = []
-        async with store.pool.acquire() as connection:
+        async with store.dispatch_pool.acquire() as connection:  # planned as a dispatcher's
             for _ in range(30):
                 now = datetime.now(UTC)
                 transaction = connection.transaction()

@@ -69,12 +69,19 @@ class Database:
 
 
 @contextlib.asynccontextmanager
-async def _store(database: Database, *, pool_size: int = 10) -> AsyncIterator[Store]:
+async def _store(database: Database, *, pool_size: int = 10,
+                 dispatching: bool = False) -> AsyncIterator[Store]:
     pool = await create_pool(database.url, max_size=pool_size)
+    dispatch_pool = None
     try:
         await migrate(pool)
-        yield Store(pool)
+        if dispatching:  # one connection claims while another records
+            dispatch_pool = await create_pool(database.url, min_size=2, max_size=2,
+                                              generic_plans=True)
+        yield Store(pool, dispatch_pool)
     finally:
+        if dispatch_pool is not None:
+            await dispatch_pool.close()
         await pool.close()
 
 
@@ -96,7 +103,8 @@ async def _print_admin_key_once(store: Store) -> None:
 async def _run(settings: Settings, database: Database, *, api: bool, dispatcher: bool) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    async with _store(database, pool_size=max(10, settings.max_in_flight // 8)) as store:
+    async with _store(database, pool_size=max(10, settings.max_in_flight // 8),
+                      dispatching=dispatcher) as store:
         engine = Dispatcher(store, settings) if dispatcher else None
         maintenance = Maintenance(store, settings) if dispatcher else None
         if api:

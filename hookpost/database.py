@@ -59,9 +59,17 @@ DATABASE_DOWN = (
 
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10,
-                      wait_seconds: float = 30.0) -> asyncpg.Pool:
+                      wait_seconds: float = 30.0, generic_plans: bool = False) -> asyncpg.Pool:
     """A connection pool, waiting up to `wait_seconds` while Postgres is down (any error of
-    DATABASE_DOWN); other errors, such as a wrong password, are raised at once."""
+    DATABASE_DOWN); other errors, such as a wrong password, are raised at once.
+
+    With `generic_plans`, each session plans a prepared statement once and reuses that
+    plan, instead of planning it again for every set of parameters."""
+    # Every timestamp is read and written as UTC. As a connection setting, it is the
+    # session's own default, which no RESET can undo.
+    server_settings = {"timezone": "UTC"}
+    if generic_plans:
+        server_settings["plan_cache_mode"] = "force_generic_plan"
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(DATABASE_DOWN),
         stop=stop_after_delay(wait_seconds),
@@ -72,10 +80,7 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10,
     async for attempt in retrying:
         with attempt:
             pool: asyncpg.Pool = await asyncpg.create_pool(
-                url, min_size=min_size, max_size=max_size,
-                # Every timestamp is read and written as UTC. As a connection setting, it
-                # is the session's own default, which no RESET can undo.
-                server_settings={"timezone": "UTC"},
+                url, min_size=min_size, max_size=max_size, server_settings=server_settings,
                 reset=_keep_session,
             )
     return pool

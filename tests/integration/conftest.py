@@ -58,8 +58,18 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
-def store(pool: asyncpg.Pool) -> Store:
-    return Store(pool)
+async def dispatch_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """The dispatcher's own pool, as `hookpost dispatcher` makes it: generic plans."""
+    pool = await create_pool(database_url, min_size=1, max_size=2, generic_plans=True)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def store(pool: asyncpg.Pool, dispatch_pool: asyncpg.Pool) -> Store:
+    return Store(pool, dispatch_pool)
 
 
 @pytest.fixture

@@ -1,13 +1,16 @@
-"""The connection pool: sessions in UTC, and nothing sent to Postgres on a release."""
+"""The connection pools: sessions in UTC, nothing sent to Postgres on a release, and the
+dispatcher's hot statements planned once."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 
 from hookpost.database import create_pool
+from hookpost.store import QUERIES, Store
 
 
 async def test_sessions_stay_in_utc_after_going_back_to_the_pool(database_url: str) -> None:
@@ -41,3 +44,30 @@ async def test_releasing_a_connection_sends_no_query(database_url: str) -> None:
     finally:
         await pool.close()
     assert sent == ["SELECT 1", "SELECT 2"]
+
+
+async def _plans_made(pool: asyncpg.Pool, query: str) -> tuple[int, int]:
+    async with pool.acquire() as connection:
+        row = await connection.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement = $1", QUERIES[query])
+    return (0, 0) if row is None else (row["generic_plans"], row["custom_plans"])
+
+
+async def test_the_dispatch_pool_plans_the_claim_and_the_record_once(database_url: str) -> None:
+    """On the dispatcher's pool, the claim and the record reuse one generic plan from the
+    first call; on the ordinary pool, Postgres plans at least the first five calls anew."""
+    ordinary = await create_pool(database_url, min_size=1, max_size=1)
+    generic = await create_pool(database_url, min_size=1, max_size=1, generic_plans=True)
+    try:
+        for store in (Store(ordinary), Store(ordinary, generic)):
+            for _ in range(8):
+                now = datetime.now(UTC)
+                await store.claim_due(now, 10, now + timedelta(minutes=1), "lease_test", {}, 4)
+                await store.record_attempts([], now)
+        for query in ("claim_due", "record_attempts"):
+            assert (await _plans_made(ordinary, query))[1] >= 5
+            assert await _plans_made(generic, query) == (8, 0)
+    finally:
+        await generic.close()
+        await ordinary.close()
