@@ -119,13 +119,6 @@ def _subscription(record: records.Subscription) -> models.Subscription:
     return models.Subscription.model_validate(record.model_dump())
 
 
-def _delivery_fields(record: records.Delivery) -> dict[str, Any]:
-    fields = record.model_dump()
-    if fields["status"] == "in_flight":
-        fields["status"] = "pending"
-    return fields
-
-
 # Subscriptions
 
 
@@ -332,7 +325,7 @@ async def get_event(request: web.Request) -> web.Response:
     envelope = json.loads(event.payload)
     body = models.Event(
         id=event.id, type=event.type, data=envelope["data"], created_at=event.created_at,
-        deliveries=[models.DeliverySummary.model_validate(_delivery_fields(d)) for d in deliveries],
+        deliveries=[models.DeliverySummary.model_validate(d.model_dump()) for d in deliveries],
     )
     return model_response(body)
 
@@ -354,7 +347,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
         query.limit,
     )
     page = models.DeliveryPage(
-        data=[models.DeliverySummary.model_validate(_delivery_fields(row)) for row in rows],
+        data=[models.DeliverySummary.model_validate(row.model_dump()) for row in rows],
         next_cursor=next_cursor,
     )
     return model_response(page)
@@ -369,7 +362,7 @@ async def redeliver(request: web.Request) -> web.Response:
     delivery = await store.get_delivery(id, scope(caller))
     if delivery is None:
         raise not_found("delivery")
-    return model_response(models.DeliverySummary.model_validate(_delivery_fields(delivery)), 202)
+    return model_response(models.DeliverySummary.model_validate(delivery.model_dump()), 202)
 
 
 async def get_delivery(request: web.Request) -> web.Response:
@@ -380,7 +373,7 @@ async def get_delivery(request: web.Request) -> web.Response:
         raise not_found("delivery")
     attempts = await store.attempts_of_delivery(delivery.id)
     body = models.Delivery.model_validate(
-        {**_delivery_fields(delivery), "attempts": [a.model_dump() for a in attempts]}
+        {**delivery.model_dump(), "attempts": [a.model_dump() for a in attempts]}
     )
     return model_response(body)
 

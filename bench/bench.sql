@@ -26,7 +26,7 @@ SELECT 'evt_bench_1', $2, 'succeeded', 1, 1, now() - interval '1 day', now() - i
 FROM generate_series(1, $1);
 
 -- name: unfinished_deliveries --
-SELECT count(*) FROM deliveries WHERE status IN ('pending', 'in_flight');
+SELECT count(*) FROM deliveries WHERE status = 'pending';
 
 -- name: attempts_recorded --
 SELECT count(*) FROM attempts;

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from datetime import datetime
 
 import asyncpg
 
@@ -54,7 +53,6 @@ class Dispatcher:
         self._unrecorded = 0  # attempts sent whose record is not yet in the database
         self._records_ready = asyncio.Event()
         self._write_lock = asyncio.Lock()
-        self._last_reclaim: datetime | None = None
         self._last_tick: float | None = None
 
     def stop(self) -> None:
@@ -106,7 +104,6 @@ class Dispatcher:
                     task.result()  # a side task that died stops the dispatcher loudly
                     raise RuntimeError(f"dispatcher task {task.get_name()} ended")
             try:
-                await self._reclaim_expired()
                 claimed = await self._claim()
             except DATABASE_DOWN as error:
                 log.warning("database unavailable, retrying: %s", error)
@@ -144,29 +141,23 @@ class Dispatcher:
             self._per_subscription,
             _CLAIM_AHEAD * self.settings.max_per_subscription,
         )
+        taken_over = 0
         for delivery in claimed:
+            taken_over += delivery.taken_over
             self._per_subscription[delivery.subscription_id] += 1
             task = asyncio.create_task(self._deliver(delivery), name=delivery.id)
             self._sending[delivery.id] = task
             metrics.IN_FLIGHT.inc()
+        if taken_over:
+            log.warning("took over %d deliveries whose lease expired", taken_over)
         return len(claimed)
-
-    async def _reclaim_expired(self) -> None:
-        now = self.clock()
-        last = self._last_reclaim
-        if last is not None and now - last < self.settings.poll_interval:
-            return
-        self._last_reclaim = now
-        reclaimed = await self.store.reclaim_expired_leases(now)
-        if reclaimed:
-            log.warning("reclaimed %d deliveries whose lease expired", len(reclaimed))
 
     async def _seconds_until_due(self, until_idle: bool) -> float:
         poll = self.settings.poll_interval.total_seconds()
         if until_idle:
             return poll
         try:
-            due = await self.store.next_due_at()
+            due = await self.store.next_due_at(self.clock())
         except DATABASE_DOWN:
             return poll
         if due is None:
@@ -224,7 +215,7 @@ class Dispatcher:
             retry_after = parse_retry_after(response.header("retry-after"), now)
         state = after_attempt(
             manual=delivery.manual,
-            prior_status=delivery.prior_status,
+            prior_status=delivery.status,
             scheduled_attempts=delivery.scheduled_attempts,
             next_attempt_before=delivery.next_attempt_at,
             outcome=classify(response.status),

@@ -143,26 +143,32 @@ SELECT * FROM attempts WHERE delivery_id = $1 ORDER BY started_at, attempt_numbe
 -- Takes up to $2 due deliveries of active subscriptions and leases them to $4 until $3.
 -- The dispatcher already holds $7[i] deliveries of subscription $5[i]; with these, it holds
 -- at most $6 of any subscription. Due means a manual redelivery asked for by $1, or a
--- pending delivery whose next attempt is due by $1.
+-- pending delivery whose next attempt is due by $1, and not leased, or leased by a lease
+-- that expired by $1 (its dispatcher died or stalled; taken_over says so).
 WITH held AS (
     SELECT * FROM unnest($5::text[], $7::int[]) AS h(subscription_id, count)
 ), manual AS (
-    SELECT d.id, d.subscription_id, d.manual_due_at AS due_at
+    SELECT d.id, d.subscription_id, d.manual_due_at AS due_at, d.lease_token IS NOT NULL
+        AS taken_over
     FROM deliveries d
     JOIN subscriptions s ON s.id = d.subscription_id
     WHERE d.manual_due_at <= $1
-      AND d.status <> 'in_flight'
+      AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $1)
       AND s.status = 'active'
       AND NOT (d.subscription_id = ANY (ARRAY(SELECT subscription_id FROM held WHERE count >= $6)))
     ORDER BY d.manual_due_at
     LIMIT $2
     FOR UPDATE OF d SKIP LOCKED
 ), scheduled AS (
-    SELECT d.id, d.subscription_id, d.next_attempt_at AS due_at
+    SELECT d.id, d.subscription_id, d.next_attempt_at AS due_at, d.lease_token IS NOT NULL
+        AS taken_over
     FROM deliveries d
     JOIN subscriptions s ON s.id = d.subscription_id
     WHERE d.status = 'pending'
       AND d.next_attempt_at <= $1
+      -- Deliveries being sent stay at the head of deliveries_due: passed over here, at
+      -- most the ones in flight, instead of an index entry written and removed per send.
+      AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $1)
       AND s.status = 'active'
       AND NOT (d.subscription_id = ANY (ARRAY(SELECT subscription_id FROM held WHERE count >= $6)))
     ORDER BY d.next_attempt_at
@@ -173,12 +179,12 @@ WITH held AS (
     LIMIT $2
     FOR UPDATE OF d SKIP LOCKED
 ), candidates AS (
-    SELECT DISTINCT ON (id) id, subscription_id, due_at
+    SELECT DISTINCT ON (id) id, subscription_id, due_at, taken_over
     FROM (SELECT * FROM manual UNION ALL SELECT * FROM scheduled) AS due
     ORDER BY id, due_at
 ), chosen AS (
-    SELECT id FROM (
-        SELECT c.id, c.due_at, coalesce(h.count, 0) AS already,
+    SELECT id, taken_over FROM (
+        SELECT c.id, c.due_at, c.taken_over, coalesce(h.count, 0) AS already,
                row_number() OVER (PARTITION BY c.subscription_id ORDER BY c.due_at) AS place
         FROM candidates c LEFT JOIN held h ON h.subscription_id = c.subscription_id
     ) AS ranked
@@ -187,16 +193,15 @@ WITH held AS (
     LIMIT $2
 ), claimed AS (
     UPDATE deliveries d
-    SET status = 'in_flight', prior_status = d.status, lease_expires_at = $3,
-        lease_token = $4, updated_at = $1
+    SET lease_expires_at = $3, lease_token = $4, updated_at = $1
     FROM chosen
     WHERE d.id = chosen.id
     RETURNING d.id, d.event_id, d.subscription_id, d.attempt_count, d.scheduled_attempts,
-              d.prior_status, d.next_attempt_at, d.origin,
-              coalesce(d.manual_due_at <= $1, false) AS manual
+              d.status, d.next_attempt_at, d.origin,
+              coalesce(d.manual_due_at <= $1, false) AS manual, chosen.taken_over
 )
 SELECT c.id, c.event_id, c.subscription_id, c.attempt_count, c.scheduled_attempts,
-       c.prior_status, c.next_attempt_at, c.origin, c.manual, e.type AS event_type,
+       c.status, c.next_attempt_at, c.origin, c.manual, c.taken_over, e.type AS event_type,
        e.payload, s.url, s.secret,
        CASE WHEN s.previous_secret_expires_at > $1 THEN s.previous_secret END
            AS previous_secret
@@ -205,16 +210,19 @@ JOIN events e ON e.id = c.event_id
 JOIN subscriptions s ON s.id = c.subscription_id;
 
 -- name: next_due_at --
--- The earliest time anything becomes due: a pending delivery or a manual redelivery.
+-- The earliest time anything not leased at $1 becomes due: a pending delivery or a manual
+-- redelivery. (Leases that expire are found by the dispatchers' polling.)
 SELECT least(
     (SELECT d.next_attempt_at
      FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
      WHERE d.status = 'pending' AND s.status = 'active'
+       AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $1)
      ORDER BY d.next_attempt_at
      LIMIT 1),
     (SELECT d.manual_due_at
      FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
-     WHERE d.manual_due_at IS NOT NULL AND d.status <> 'in_flight' AND s.status = 'active'
+     WHERE d.manual_due_at IS NOT NULL AND s.status = 'active'
+       AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $1)
      ORDER BY d.manual_due_at
      LIMIT 1)
 );
@@ -241,15 +249,12 @@ WITH results AS (
         manual_due_at = CASE WHEN r.trigger = 'manual' THEN NULL ELSE d.manual_due_at END,
         lease_expires_at = NULL,
         lease_token = NULL,
-        prior_status = NULL,
         last_response_status = r.response_status,
         last_error_kind = r.error_kind,
         updated_at = $16
     FROM results r
-    -- Only a delivery in flight has a lease token (the claim sets it, every way out of
-    -- in_flight clears it), so the token alone says the lease is still held. Leaving the
-    -- status out keeps the planner on the primary key: the partial index of deliveries in
-    -- flight is thick with dead entries under load and its statistics are always stale.
+    -- The token is still there only while the lease that sent it is held: recording and
+    -- handing back clear it, and a claim that takes over an expired lease replaces it.
     WHERE d.id = r.delivery_id AND d.lease_token = r.lease_token
     RETURNING d.id
 ), by_subscription AS (
@@ -303,22 +308,13 @@ WHERE h.gone AND s.status IN ('active', 'paused');
 -- name: release_leases --
 -- Hands back deliveries leased to $1 and not sent, so another dispatcher takes them now.
 UPDATE deliveries
-SET status = coalesce(prior_status, 'pending'), prior_status = NULL,
-    lease_expires_at = NULL, lease_token = NULL, updated_at = $2
-WHERE status = 'in_flight' AND lease_token = $1 AND id = ANY ($3::text[]);
-
--- name: reclaim_expired_leases --
--- Deliveries whose dispatcher died holding them become due again.
-UPDATE deliveries
-SET status = coalesce(prior_status, 'pending'), prior_status = NULL,
-    lease_expires_at = NULL, lease_token = NULL, updated_at = $1
-WHERE status = 'in_flight' AND lease_expires_at <= $1
-RETURNING id;
+SET lease_expires_at = NULL, lease_token = NULL, updated_at = $2
+WHERE lease_token = $1 AND id = ANY ($3::text[]);
 
 -- name: list_deliveries --
 -- Newest first. $1: the subscription owner's key id, or NULL for every owner's. Filters
 -- $2..$7 are ignored when NULL; ($8, $9) is the (created_at, id) of the previous page's
--- last row. A delivery in flight is listed as pending.
+-- last row.
 SELECT d.*, e.type AS event_type
 FROM deliveries d
 JOIN events e ON e.id = d.event_id
@@ -326,7 +322,7 @@ JOIN subscriptions s ON s.id = d.subscription_id
 WHERE ($1::text IS NULL OR s.owner_key_id = $1)
   AND ($2::text IS NULL OR d.subscription_id = $2)
   AND ($3::text IS NULL OR d.event_id = $3)
-  AND ($4::text IS NULL OR d.status = $4 OR ($4 = 'pending' AND d.status = 'in_flight'))
+  AND ($4::text IS NULL OR d.status = $4)
   AND ($5::text IS NULL OR e.type = $5)
   AND ($6::timestamptz IS NULL OR d.created_at >= $6)
   AND ($7::timestamptz IS NULL OR d.created_at < $7)
@@ -335,10 +331,10 @@ ORDER BY d.created_at DESC, d.id DESC
 LIMIT $10;
 
 -- name: subscription_backlog --
--- Deliveries of a subscription still to be sent: pending, in flight or asked for again.
+-- Deliveries of a subscription still to be sent: pending (being sent or not) or asked for
+-- again.
 SELECT count(*) FROM deliveries
-WHERE subscription_id = $1
-  AND (status IN ('pending', 'in_flight') OR manual_due_at IS NOT NULL);
+WHERE subscription_id = $1 AND (status = 'pending' OR manual_due_at IS NOT NULL);
 
 -- name: request_redelivery --
 -- One more attempt of delivery $1 as soon as a dispatcher is free, whatever its status.
@@ -423,7 +419,7 @@ WITH old AS (
       AND NOT EXISTS (
           SELECT 1 FROM deliveries d
           WHERE d.event_id = e.id
-            AND (d.status IN ('pending', 'in_flight') OR d.manual_due_at IS NOT NULL))
+            AND (d.status = 'pending' OR d.manual_due_at IS NOT NULL))
     ORDER BY e.created_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -440,14 +436,19 @@ WHERE status = 'active' AND failing_since <= $2
 RETURNING id;
 
 -- name: delivery_gauges --
--- What the gauges show: pending and due deliveries, and how long the oldest due one waits.
-SELECT count(*) FILTER (WHERE status IN ('pending', 'in_flight')) AS pending,
-       count(*) FILTER (WHERE status = 'pending' AND next_attempt_at <= $1) AS due,
-       coalesce(extract(epoch FROM $1 - min(next_attempt_at)
-                        FILTER (WHERE status = 'pending' AND next_attempt_at <= $1)), 0)
+-- What the gauges show: pending deliveries, the due ones not being sent, and how long the
+-- oldest of those waits.
+SELECT count(*) AS pending,
+       count(*) FILTER (WHERE waiting) AS due,
+       coalesce(extract(epoch FROM $1 - min(next_attempt_at) FILTER (WHERE waiting)), 0)
            AS oldest_due_seconds
-FROM deliveries
-WHERE status IN ('pending', 'in_flight');
+FROM (
+    SELECT next_attempt_at,
+           next_attempt_at <= $1 AND (lease_expires_at IS NULL OR lease_expires_at <= $1)
+               AS waiting
+    FROM deliveries
+    WHERE status = 'pending'
+) AS pending;
 
 -- name: subscriptions_by_status --
 SELECT status, count(*) AS count FROM subscriptions GROUP BY status;
@@ -456,7 +457,7 @@ SELECT status, count(*) AS count FROM subscriptions GROUP BY status;
 -- The $1 subscriptions with the most deliveries still to send.
 SELECT subscription_id, count(*) AS backlog
 FROM deliveries
-WHERE status IN ('pending', 'in_flight')
+WHERE status = 'pending'
 GROUP BY subscription_id
 ORDER BY backlog DESC, subscription_id
 LIMIT $1;

@@ -123,10 +123,11 @@ class ClaimedDelivery:
     subscription_id: str
     attempt_count: int
     scheduled_attempts: int
-    prior_status: str
+    status: str  # pending, or finished for a manual redelivery
     next_attempt_at: datetime | None
     origin: str  # event or test
     manual: bool  # a redelivery someone asked for, not a scheduled attempt
+    taken_over: bool  # its last lease expired unrecorded: that dispatcher died or stalled
     payload: bytes
     url: str
     secret: str
@@ -380,8 +381,8 @@ class Store:
         )
         return [ClaimedDelivery(**dict(row)) for row in rows]
 
-    async def next_due_at(self) -> datetime | None:
-        due: datetime | None = await self.pool.fetchval(QUERIES["next_due_at"])
+    async def next_due_at(self, now: datetime) -> datetime | None:
+        due: datetime | None = await self.pool.fetchval(QUERIES["next_due_at"], now)
         return due
 
     async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> list[str]:
@@ -432,10 +433,6 @@ class Store:
 
     async def release_leases(self, lease_token: str, ids: Sequence[str], now: datetime) -> None:
         await self.pool.execute(QUERIES["release_leases"], lease_token, now, list(ids))
-
-    async def reclaim_expired_leases(self, now: datetime) -> list[str]:
-        rows = await self.pool.fetch(QUERIES["reclaim_expired_leases"], now)
-        return [row["id"] for row in rows]
 
 
 def _record_values(record: AttemptRecord) -> tuple[Any, ...]:

@@ -1,5 +1,5 @@
-"""The connection pools: sessions in UTC, nothing sent to Postgres on a release, and the
-dispatcher's hot statements planned once."""
+"""The connection pools (sessions in UTC, nothing sent to Postgres on a release, the
+dispatcher's hot statements planned once) and bringing an older schema over."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
+from aiohttp.test_utils import TestClient
 
-from hookpost.database import create_pool
+from hookpost.database import create_pool, migrate
+from hookpost.settings import Settings
 from hookpost.store import QUERIES, Store
+from tests.integration.conftest import Keys, Receiver, make_dispatcher, post_event, subscribe
 
 
 async def test_sessions_stay_in_utc_after_going_back_to_the_pool(database_url: str) -> None:
@@ -71,3 +74,42 @@ async def test_the_dispatch_pool_plans_the_claim_and_the_record_once(database_ur
     finally:
         await generic.close()
         await ordinary.close()
+
+
+async def test_a_database_whose_claims_set_in_flight_is_brought_over(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store, pool: asyncpg.Pool,
+    settings: Settings,
+) -> None:
+    """Deliveries an older dispatcher left 'in_flight' get their status back and stay
+    leased until the lease expires; then a dispatcher takes the pending one over."""
+    await subscribe(api, keys.subscriber, receiver.url())
+    sending = await post_event(api, keys.producer)
+    redelivering = await post_event(api, keys.producer)
+    await pool.execute("""
+        ALTER TABLE deliveries DROP CONSTRAINT deliveries_status_check;
+        ALTER TABLE deliveries ADD CONSTRAINT deliveries_status_check
+            CHECK (status IN ('pending', 'in_flight', 'succeeded', 'failed'));
+        ALTER TABLE deliveries ADD COLUMN prior_status text;
+        ALTER TABLE deliveries SET (fillfactor = 100);
+        CREATE INDEX deliveries_leases ON deliveries (lease_expires_at)
+            WHERE status = 'in_flight';
+        UPDATE deliveries SET status = 'in_flight', lease_token = 'lease_gone',
+            lease_expires_at = now() - interval '1 minute';
+    """)
+    await pool.execute("UPDATE deliveries SET prior_status = 'pending' WHERE event_id = $1",
+                       sending["id"])
+    await pool.execute("UPDATE deliveries SET prior_status = 'failed' WHERE event_id = $1",
+                       redelivering["id"])
+
+    await migrate(pool)
+
+    rows = await pool.fetch("SELECT event_id, status, lease_token FROM deliveries")
+    assert {(row["event_id"], row["status"], row["lease_token"]) for row in rows} == {
+        (sending["id"], "pending", "lease_gone"), (redelivering["id"], "failed", "lease_gone")}
+    assert await pool.fetchval("SELECT to_regclass('deliveries_leases')") is None
+    assert await pool.fetchval(
+        "SELECT reloptions FROM pg_class WHERE relname = 'deliveries'") == ["fillfactor=40"]
+    await migrate(pool)  # and again, as every start does: nothing more changes
+
+    await make_dispatcher(store, settings).run(until_idle=True)
+    assert [request.headers["webhook-id"] for request in receiver.requests] == [sending["id"]]

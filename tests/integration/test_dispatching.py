@@ -21,6 +21,7 @@ from asyncpg.pool import PoolConnectionProxy
 from dispatcher.worker import Dispatcher
 from hookpost.clock import utcnow
 from hookpost.database import create_pool
+from hookpost.ids import new_id
 from hookpost.settings import Settings
 from hookpost.store import QUERIES, AttemptRecord, Store
 from tests.conftest import FakeClock
@@ -157,7 +158,7 @@ async def test_leases_of_a_killed_dispatcher_are_taken_over_once_they_expire(
         process.send_signal(signal.SIGKILL)
         process.wait()
     leased = await pool.fetchval(
-        "SELECT count(*) FROM deliveries WHERE status = 'in_flight' AND lease_token IS NOT NULL"
+        "SELECT count(*) FROM deliveries WHERE status = 'pending' AND lease_token IS NOT NULL"
     )
     assert leased == 3
 
@@ -251,9 +252,9 @@ class WatchedStore(Store):
         self.receiver = receiver
         self.asked_at: list[int] = []
 
-    async def next_due_at(self) -> datetime | None:
+    async def next_due_at(self, now: datetime) -> datetime | None:
         self.asked_at.append(len(self.receiver.requests))
-        return await super().next_due_at()
+        return await super().next_due_at(now)
 
 
 async def test_a_dispatcher_with_every_slot_taken_does_not_ask_when_work_falls_due(
@@ -335,6 +336,46 @@ async def test_a_claim_locks_only_the_deliveries_it_takes(
         # The first claim is not committed yet; every row it did not take is free.
         async with second.transaction():
             assert await claim(second, 10, "lease_second") == 8
+
+
+async def test_a_claim_rewrites_each_row_in_place_without_touching_an_index(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, pool: asyncpg.Pool,
+) -> None:
+    await backlog(api, keys, receiver, 1)
+    # Enough rows to fill several pages, claimed in the order they were written.
+    await pool.execute(
+        "INSERT INTO deliveries (event_id, subscription_id, next_attempt_at, created_at,"
+        " updated_at) SELECT event_id, subscription_id, next_attempt_at, created_at,"
+        " updated_at FROM deliveries, generate_series(1, 399)")
+    now = utcnow()
+    async with pool.acquire() as connection, connection.transaction():
+        rows = await connection.fetch(QUERIES["claim_due"], now, 200,
+                                      now + timedelta(minutes=2), new_id("lease"), [], 1000, [])
+        updated = await connection.fetchrow(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables"
+            " WHERE relname = 'deliveries'")
+    assert len(rows) == 200
+    assert updated is not None
+    assert (updated["n_tup_upd"], updated["n_tup_hot_upd"]) == (200, 200)
+
+
+async def test_deliveries_being_sent_are_not_due_until_their_lease_expires(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store, pool: asyncpg.Pool,
+) -> None:
+    await backlog(api, keys, receiver, 2)
+    now = utcnow()
+    lease = now + timedelta(minutes=2)
+    first = await store.claim_due(now, 1, lease, "lease_x", {}, 10)
+    assert await store.next_due_at(now) == await pool.fetchval(
+        "SELECT next_attempt_at FROM deliveries WHERE id <> $1", first[0].id)
+    await store.claim_due(now, 1, lease, "lease_x", {}, 10)
+    assert await store.next_due_at(now) is None
+    assert await store.claim_due(now, 10, lease, "lease_y", {}, 10) == []
+
+    later = lease + timedelta(seconds=1)
+    assert await store.next_due_at(later) == first[0].next_attempt_at
+    taken = await store.claim_due(later, 10, later + timedelta(minutes=2), "lease_y", {}, 10)
+    assert len(taken) == 2 and all(delivery.taken_over for delivery in taken)
 
 
 async def test_a_subscription_at_its_bound_leaves_the_next_claim_to_the_others(

@@ -41,7 +41,7 @@ LOCAL = {"allowed_networks": "127.0.0.0/8", "allow_http": "true"}
 
 async def leased(pool: asyncpg.Pool) -> int:
     count: int = await pool.fetchval(
-        "SELECT count(*) FROM deliveries WHERE status = 'in_flight' OR lease_token IS NOT NULL"
+        "SELECT count(*) FROM deliveries WHERE lease_token IS NOT NULL"
     )
     return count
 
