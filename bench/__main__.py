@@ -239,6 +239,11 @@ async def limit(plan: Plan, receiver: Receiver) -> dict[str, float]:
     return {"per_second": measured["requests"] / measured["seconds"], **measured}
 
 
+def busy_seconds(times: Any) -> float:
+    """CPU time the whole machine spent working (every core, every process)."""
+    return float(times.user + times.nice + times.system + times.irq + times.softirq)
+
+
 async def hookpost_dispatchers(deliveries: int, postgres: Postgres, receiver: Receiver,
                                processes: int) -> dict[str, float]:
     url = await postgres.fresh()
@@ -248,7 +253,10 @@ async def hookpost_dispatchers(deliveries: int, postgres: Postgres, receiver: Re
         running = [python("-m", "hookpost.cli", "dispatcher", env=hookpost_env(url))
                    for _ in range(processes)]
         try:
+            await receiver.wait_for(1, timeout=60)  # past the processes' start-up
+            before, began = psutil.cpu_times(), time.time()
             drained_at = await until_drained(store, receiver, deliveries, timeout=600)
+            busy = busy_seconds(psutil.cpu_times()) - busy_seconds(before)
         finally:
             for process in running:
                 stop(process)
@@ -258,7 +266,11 @@ async def hookpost_dispatchers(deliveries: int, postgres: Postgres, receiver: Re
     took = drained_at - first
     return {"per_second": deliveries / took, "seconds": took,
             "deliveries": deliveries, "attempts_recorded": recorded,
-            "received": len(arrivals)}
+            "received": len(arrivals),
+            # Of all the cores, from the first arrival to the drain: how busy the machine
+            # was, and the CPU each delivery cost every process together.
+            "machine_busy": busy / ((drained_at - began) * (os.cpu_count() or 1)),
+            "cpu_ms_per_delivery": busy * 1000 / deliveries}
 
 
 async def celery(deliveries: int, receiver: Receiver) -> dict[str, float] | None:
@@ -476,8 +488,16 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     for name, value, target, bound in checks:
         met = None if value is None else (value >= bound if bound > 0 else value <= -bound)
         table.append({"measure": name, "value": value, "target": target, "met": met})
+    busy_one = mean(raw["hookpost_1"], "machine_busy")
     return {"limit_per_second": limit_rate, "hookpost_1_per_second": one,
             "hookpost_2_per_second": two, "celery_per_second": celery_rate,
+            "machine_busy_1": busy_one, "machine_busy_2": mean(raw["hookpost_2"],
+                                                               "machine_busy"),
+            "cpu_ms_per_delivery_1": mean(raw["hookpost_1"], "cpu_ms_per_delivery"),
+            "cpu_ms_per_delivery_2": mean(raw["hookpost_2"], "cpu_ms_per_delivery"),
+            # What two dispatchers could reach if every core worked the whole time and
+            # each delivery cost no more CPU than with one.
+            "two_dispatchers_ceiling": 1 / busy_one,
             "targets": table}
 
 
@@ -508,6 +528,13 @@ def markdown(report: dict[str, Any]) -> str:
     delivered = raw["hookpost_1"][0]["deliveries"]
     lines += ["", f"Each dispatcher and Celery run delivered {delivered:,} messages of 1 KB to "
               f"{SUBSCRIPTIONS} subscriptions."]
+    lines += ["", f"The whole machine, every process together: with 1 dispatcher "
+              f"{summary['machine_busy_1']:.0%} busy and "
+              f"{summary['cpu_ms_per_delivery_1']:.3f} ms of CPU per delivery; with 2, "
+              f"{summary['machine_busy_2']:.0%} busy and "
+              f"{summary['cpu_ms_per_delivery_2']:.3f} ms. So 2 dispatchers could reach at "
+              f"most {summary['two_dispatchers_ceiling']:.2f} times one here, with every core "
+              "busy and no delivery costing more."]
     e2e = raw["end_to_end"]
     lines += ["", f"End to end at {e2e['offered_per_second']} events/s to one subscription "
               f"(HOOKPOST_MAX_PER_SUBSCRIPTION={e2e['max_per_subscription']}): p50 "
