@@ -145,7 +145,12 @@ SELECT * FROM attempts WHERE delivery_id = $1 ORDER BY started_at, attempt_numbe
 -- at most $6 of any subscription. Due means a manual redelivery asked for by $1, or a
 -- pending delivery whose next attempt is due by $1, and not leased, or leased by a lease
 -- that expired by $1 (its dispatcher died or stalled; taken_over says so).
-WITH held AS (
+WITH commit_mode AS (
+    -- The claim does not wait for its WAL to reach the disk. A lease lost in a crash only
+    -- makes its delivery due again (delivery is at least once), and the record of what was
+    -- sent commits synchronously, which flushes every claim before it too.
+    SELECT set_config('synchronous_commit', 'off', true)
+), held AS (
     SELECT * FROM unnest($5::text[], $7::int[]) AS h(subscription_id, count)
 ), manual AS (
     SELECT d.id, d.subscription_id, d.manual_due_at AS due_at, d.lease_token IS NOT NULL
@@ -207,7 +212,8 @@ SELECT c.id, c.event_id, c.subscription_id, c.attempt_count, c.scheduled_attempt
            AS previous_secret
 FROM claimed c
 JOIN events e ON e.id = c.event_id
-JOIN subscriptions s ON s.id = c.subscription_id;
+JOIN subscriptions s ON s.id = c.subscription_id
+CROSS JOIN commit_mode;
 
 -- name: next_due_at --
 -- The earliest time anything not leased at $1 becomes due: a pending delivery or a manual

@@ -359,6 +359,21 @@ async def test_a_claim_rewrites_each_row_in_place_without_touching_an_index(
     assert (updated["n_tup_upd"], updated["n_tup_hot_upd"]) == (200, 200)
 
 
+async def test_a_claim_alone_commits_without_waiting_for_the_disk(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, pool: asyncpg.Pool,
+) -> None:
+    await backlog(api, keys, receiver, 2)
+    now = utcnow()
+    async with pool.acquire() as connection:
+        async with connection.transaction():
+            assert await connection.fetchval("SHOW synchronous_commit") == "on"
+            await connection.fetch(QUERIES["claim_due"], now, 1, now + timedelta(minutes=2),
+                                   "lease_x", [], 10, [])
+            assert await connection.fetchval("SHOW synchronous_commit") == "off"
+        # The next transaction on this connection, a record say, waits for the disk again.
+        assert await connection.fetchval("SHOW synchronous_commit") == "on"
+
+
 async def test_deliveries_being_sent_are_not_due_until_their_lease_expires(
     api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store, pool: asyncpg.Pool,
 ) -> None:
