@@ -110,20 +110,28 @@ class Postgres:
             url = self.server.get_uri()
         self.url = url
 
+    async def make_room_for_wal(self) -> None:
+        """Let the embedded server write a scenario's WAL (about 500 MB for the largest)
+        before it asks for a checkpoint; a configured server is left as it is."""
+        if self.server is None:
+            return
+        connection = await asyncpg.connect(self.url)
+        try:
+            await connection.execute("ALTER SYSTEM SET max_wal_size = '4GB'")
+            await connection.execute("SELECT pg_reload_conf()")
+        finally:
+            await connection.close()
+
     async def fresh(self) -> str:
         """A new empty hookpost database, just after a checkpoint; its URL.
 
         A checkpoint inside a measured run makes the first change of every page after it
         write the whole page to the WAL; where it falls depends on how much WAL the runs
         before wrote, so it would load one round and not another. Every scenario starts
-        with one instead, and the embedded server leaves room for a scenario's WAL (about
-        500 MB for the largest) before it asks for the next."""
+        with one instead (see also make_room_for_wal)."""
         name = "hookpost_bench"
         connection = await asyncpg.connect(self.url)
         try:
-            if self.server is not None:
-                await connection.execute("ALTER SYSTEM SET max_wal_size = '4GB'")
-                await connection.execute("SELECT pg_reload_conf()")
             await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await connection.execute(f'CREATE DATABASE "{name}"')
             await connection.execute("CHECKPOINT")
@@ -571,6 +579,7 @@ async def run(plan: Plan, only: set[str]) -> dict[str, Any]:
     # Set from the first limit run, before any contender that reads it runs.
     deliveries = plan.deliveries
     try:
+        await postgres.make_room_for_wal()
         contenders: list[tuple[str, Callable[[], Any]]] = [
             ("limit", lambda: limit(plan, receiver)),
             ("hookpost_1", lambda: hookpost_dispatchers(deliveries, postgres, receiver, 1)),
