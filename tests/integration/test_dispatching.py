@@ -320,22 +320,23 @@ async def test_a_busy_subscription_has_its_next_attempts_claimed_ahead_of_its_se
     assert most_held == 4  # while the next two wait here, already claimed
 
 
+async def claim_on(connection: PoolConnectionProxy[Any], limit: int, lease: str,
+                   per_subscription: int = 100) -> list[asyncpg.Record]:
+    """The claim statement, run on `connection` inside whatever transaction it has open."""
+    now = utcnow()
+    return await connection.fetch(QUERIES["claim_due"], now, limit, now + timedelta(minutes=2),
+                                  lease, [], per_subscription, [])
+
+
 async def test_a_claim_locks_only_the_deliveries_it_takes(
     api: TestClient[Any, Any], keys: Keys, receiver: Receiver, pool: asyncpg.Pool,
 ) -> None:
     await backlog(api, keys, receiver, 10)
-    now = utcnow()
-
-    async def claim(connection: PoolConnectionProxy[Any], limit: int, lease: str) -> int:
-        rows = await connection.fetch(QUERIES["claim_due"], now, limit,
-                                      now + timedelta(minutes=2), lease, [], 100, [])
-        return len(rows)
-
     async with pool.acquire() as first, pool.acquire() as second, first.transaction():
-        assert await claim(first, 2, "lease_first") == 2
+        assert len(await claim_on(first, 2, "lease_first")) == 2
         # The first claim is not committed yet; every row it did not take is free.
         async with second.transaction():
-            assert await claim(second, 10, "lease_second") == 8
+            assert len(await claim_on(second, 10, "lease_second")) == 8
 
 
 async def test_a_claim_rewrites_each_row_in_place_without_touching_an_index(
@@ -347,10 +348,8 @@ async def test_a_claim_rewrites_each_row_in_place_without_touching_an_index(
         "INSERT INTO deliveries (event_id, subscription_id, next_attempt_at, created_at,"
         " updated_at) SELECT event_id, subscription_id, next_attempt_at, created_at,"
         " updated_at FROM deliveries, generate_series(1, 399)")
-    now = utcnow()
     async with pool.acquire() as connection, connection.transaction():
-        rows = await connection.fetch(QUERIES["claim_due"], now, 200,
-                                      now + timedelta(minutes=2), new_id("lease"), [], 1000, [])
+        rows = await claim_on(connection, 200, new_id("lease"), per_subscription=1000)
         updated = await connection.fetchrow(
             "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables"
             " WHERE relname = 'deliveries'")
@@ -363,12 +362,10 @@ async def test_a_claim_alone_commits_without_waiting_for_the_disk(
     api: TestClient[Any, Any], keys: Keys, receiver: Receiver, pool: asyncpg.Pool,
 ) -> None:
     await backlog(api, keys, receiver, 2)
-    now = utcnow()
     async with pool.acquire() as connection:
         async with connection.transaction():
             assert await connection.fetchval("SHOW synchronous_commit") == "on"
-            await connection.fetch(QUERIES["claim_due"], now, 1, now + timedelta(minutes=2),
-                                   "lease_x", [], 10, [])
+            assert len(await claim_on(connection, 1, "lease_x")) == 1
             assert await connection.fetchval("SHOW synchronous_commit") == "off"
         # The next transaction on this connection, a record say, waits for the disk again.
         assert await connection.fetchval("SHOW synchronous_commit") == "on"
