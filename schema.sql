@@ -125,13 +125,43 @@ CREATE TABLE IF NOT EXISTS attempts (
     response_status  integer,
     response_headers jsonb,
     response_body    text,
-    error_kind       text CHECK (error_kind IN ('timeout', 'connect', 'dns', 'tls', 'http')),
+    error_kind       text CONSTRAINT attempts_error_kind_check CHECK (error_kind IN
+                     ('timeout', 'connect', 'dns', 'refused', 'tls', 'http', 'cut_off',
+                      'unknown')),
     error_message    text,
+    -- Sent a second time on a fresh connection: the kept-alive one closed unanswered.
+    resent           boolean NOT NULL DEFAULT false,
     outcome          text NOT NULL CHECK (outcome IN ('succeeded', 'retry', 'failed')),
     PRIMARY KEY (id, started_at)
 ) PARTITION BY RANGE (started_at);
 
 CREATE TABLE IF NOT EXISTS attempts_default PARTITION OF attempts DEFAULT;
+
+-- A database made before sends cut off, sends of unknown outcome and refused destinations
+-- were told apart: the resent column, and the wider list of error kinds on every partition
+-- (a partition made with LIKE holds its own copy of the check).
+ALTER TABLE attempts ADD COLUMN IF NOT EXISTS resent boolean NOT NULL DEFAULT false;
+DO $$
+DECLARE
+    partition record;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conrelid = 'attempts'::regclass
+                     AND conname = 'attempts_error_kind_check'
+                     AND pg_get_constraintdef(oid) LIKE '%unknown%') THEN
+        ALTER TABLE attempts DROP CONSTRAINT IF EXISTS attempts_error_kind_check;
+        FOR partition IN
+            SELECT inhrelid::regclass AS name FROM pg_inherits
+            WHERE inhparent = 'attempts'::regclass
+        LOOP
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS attempts_error_kind_check',
+                           partition.name);
+        END LOOP;
+        ALTER TABLE attempts ADD CONSTRAINT attempts_error_kind_check CHECK (error_kind IN
+            ('timeout', 'connect', 'dns', 'refused', 'tls', 'http', 'cut_off', 'unknown'));
+    END IF;
+END
+$$;
 
 CREATE INDEX IF NOT EXISTS attempts_by_delivery ON attempts (delivery_id, started_at);
 
@@ -180,6 +210,39 @@ BEGIN
         dropped := dropped + 1;
     END LOOP;
     RETURN dropped;
+END
+$$;
+
+-- One attempt as the dispatcher decided it, passed to record_attempts as an array: one
+-- value per attempt instead of parallel arrays whose order must match. A new shape gets a
+-- new name (_v2), so processes of the old and new code can run side by side.
+DO $$
+BEGIN
+    IF to_regtype('attempt_record_v1') IS NULL THEN
+        CREATE TYPE attempt_record_v1 AS (
+            delivery_id        text,
+            subscription_id    text,
+            lease_token        text,
+            attempt_number     integer,
+            trigger            text,
+            started_at         timestamptz,
+            duration_ms        integer,
+            response_status    integer,
+            response_headers   text,
+            response_body      text,
+            error_kind         text,
+            error_message      text,
+            resent             boolean,
+            outcome            text,
+            moves_delivery     boolean,
+            status             text,
+            next_attempt_at    timestamptz,
+            scheduled_attempts integer,
+            manual_done        boolean,
+            health             text,
+            disable_reason     text
+        );
+    END IF;
 END
 $$;
 

@@ -239,8 +239,17 @@ class Attempt(BaseModel):
     response_status: int | None
     response_headers: dict[str, str] | None
     response_body: str | None
-    error_kind: Literal["timeout", "connect", "dns", "tls", "http"] | None
+    error_kind: Literal[
+        "timeout", "connect", "dns", "refused", "tls", "http", "cut_off", "unknown"
+    ] | None = Field(description=(
+        "Why no usable answer came: timeout, connect, dns (the host does not resolve), "
+        "refused (it resolves to an address hookpost may not send to), tls, http (not 2xx, "
+        "or not HTTP), cut_off (the dispatcher stopped during the send) or unknown (a "
+        "dispatcher died holding the delivery; the receiver may have got it)."))
     error_message: str | None
+    resent: bool = Field(description=(
+        "Sent twice: the kept-alive connection closed without an answer, so the request "
+        "went again on a fresh one; the receiver may have got both."))
     outcome: Literal["succeeded", "retry", "failed"]
 
 
@@ -264,7 +273,10 @@ class Error(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "failing"]
+    dispatcher_alive: bool | None = Field(
+        description="The dispatcher of this process can go on; null where none runs."
+    )
 
 
 class Readiness(BaseModel):

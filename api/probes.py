@@ -18,7 +18,12 @@ DISPATCHER: web.AppKey[Dispatcher | None] = web.AppKey("dispatcher")
 
 
 async def health(request: web.Request) -> web.Response:
-    return model_response(models.Health(status="ok"))
+    dispatcher = request.app.get(DISPATCHER)
+    if dispatcher is not None and not dispatcher.alive:
+        # The process cannot deliver any more: a supervisor should restart it.
+        return model_response(models.Health(status="failing", dispatcher_alive=False), 503)
+    alive = None if dispatcher is None else True
+    return model_response(models.Health(status="ok", dispatcher_alive=alive))
 
 
 async def ready(request: web.Request) -> web.Response:
@@ -42,8 +47,9 @@ async def metrics_text(request: web.Request) -> web.Response:
 
 
 PROBES = [
-    Operation("GET", "/health", health, "Liveness: the process answers",
-              response=models.Health, reads_database=False),
+    Operation("GET", "/health", health,
+              "Liveness: the process answers, and its dispatcher (if any) can go on",
+              response=models.Health, reads_database=False, answers=((503, models.Health),)),
     Operation("GET", "/ready", ready,
               "Readiness: database reachable, schema current, dispatcher ticking",
               response=models.Readiness, reads_database=False,

@@ -14,7 +14,7 @@ import functools
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import quote, urlsplit
@@ -233,8 +233,14 @@ class HttpClient:
         self._addresses: dict[tuple[str, int], tuple[float, list[IPAddress]]] = {}
         self._swept_at = time.monotonic()
 
-    async def post(self, url: str, headers: Sequence[tuple[str, str]], body: bytes) -> HttpResponse:
-        """POST `body` to `url`; OSError, TimeoutError or MalformedResponse if it fails."""
+    async def post(
+        self, url: str, headers: Sequence[tuple[str, str]], body: bytes,
+        on_resend: Callable[[], None] | None = None,
+    ) -> HttpResponse:
+        """POST `body` to `url`; OSError, TimeoutError or MalformedResponse if it fails.
+
+        A kept-alive connection that closes before any answer may have delivered the
+        request; it is sent again on a fresh connection, and `on_resend` is told."""
         try:
             destination = destination_of(url)
         except (ValueError, UnicodeError) as error:
@@ -248,7 +254,10 @@ class HttpClient:
             try:
                 return await self._exchange(destination, connection, request)
             except StaleConnection:
-                pass  # the server dropped it while idle; webhooks are idempotent by id
+                # The server dropped it while idle, or after reading the request; webhooks
+                # are idempotent by id, and the attempt says it was sent twice.
+                if on_resend is not None:
+                    on_resend()
         return await self._exchange(destination, await self._connect(destination), request)
 
     async def close(self) -> None:

@@ -1,45 +1,23 @@
-"""One HTTP attempt: sign, POST the stored bytes, read a capped response, name any failure."""
+"""One HTTP attempt: sign, POST the stored bytes, read a capped response, name any failure
+(what the receiver answered is judged by dispatcher/verdict.py, not here)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
 from dispatcher.destinations import DestinationRefused, IPNetwork
 from dispatcher.http import HttpClient, MalformedResponse, UnresolvedHost
-from dispatcher.schedule import ErrorKind
 from dispatcher.signing import signature_header
+from dispatcher.verdict import AttemptResult, ErrorKind
 from hookpost import __version__
 from hookpost.clock import Clock, utcnow
 
 _HEADER_VALUE_LIMIT = 1024
 _MESSAGE_LIMIT = 500
 USER_AGENT = f"hookpost/{__version__}"
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """What came back from one attempt, or why nothing did."""
-
-    started_at: datetime
-    duration_ms: int
-    status: int | None
-    headers: dict[str, str] | None
-    body: str | None
-    error_kind: ErrorKind | None
-    error_message: str | None
-
-    @property
-    def headers_json(self) -> str | None:
-        return None if self.headers is None else json.dumps(self.headers)
-
-    def header(self, name: str) -> str | None:
-        return None if self.headers is None else self.headers.get(name.lower())
 
 
 class Sender:
@@ -64,7 +42,7 @@ class Sender:
 
     async def send(
         self, url: str, message_id: str, body: bytes, secrets_in_use: list[str]
-    ) -> Response:
+    ) -> AttemptResult:
         """POST `body` to `url`, signed with every secret in `secrets_in_use`."""
         started = self._clock()
         timestamp = int(started.timestamp())
@@ -76,27 +54,28 @@ class Sender:
             ("webhook-signature", signature_header(secrets_in_use, message_id, timestamp, body)),
         )
         began = time.monotonic()
+        resent = False
 
-        def failed(kind: ErrorKind, message: str) -> Response:
-            return Response(started, _ms_since(began), None, None, None, kind,
-                            message[:_MESSAGE_LIMIT])
+        def on_resend() -> None:
+            nonlocal resent
+            resent = True
+
+        def failed(kind: ErrorKind, message: str) -> AttemptResult:
+            return AttemptResult(started, _ms_since(began), None, None, None, kind,
+                                 message[:_MESSAGE_LIMIT], resent)
 
         try:
             async with asyncio.timeout(self._total_timeout):
-                answer = await self._client.post(url, headers, body)
+                answer = await self._client.post(url, headers, body, on_resend=on_resend)
         except TimeoutError as error:  # the client names a connect timeout itself
             return failed(ErrorKind.TIMEOUT, str(error)
                           or f"no complete response within {self._total_timeout:g}s")
         except (OSError, MalformedResponse) as error:
             return failed(*_describe(error))
-        status = answer.status
         # Postgres text cannot hold NUL.
         text = answer.body.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
-        kept = _kept_headers(answer.headers)
-        if 200 <= status < 300:
-            return Response(started, _ms_since(began), status, kept, text, None, None)
-        return Response(started, _ms_since(began), status, kept, text, ErrorKind.HTTP,
-                        f"HTTP {status}")
+        return AttemptResult(started, _ms_since(began), answer.status,
+                             _kept_headers(answer.headers), text, None, None, resent)
 
 
 def _ms_since(began: float) -> int:
@@ -113,7 +92,9 @@ def _kept_headers(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
 
 
 def _describe(error: OSError | MalformedResponse) -> tuple[ErrorKind, str]:
-    if isinstance(error, DestinationRefused | UnresolvedHost):
+    if isinstance(error, DestinationRefused):
+        return ErrorKind.REFUSED, str(error)
+    if isinstance(error, UnresolvedHost):
         return ErrorKind.DNS, str(error)
     if isinstance(error, ssl.SSLError | ssl.CertificateError):
         return ErrorKind.TLS, str(error)

@@ -4,24 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
+from datetime import datetime
 
 import asyncpg
 
-from dispatcher.schedule import Outcome, after_attempt, classify, parse_retry_after
-from dispatcher.sender import Response, Sender
+from dispatcher.schedule import Outcome
+from dispatcher.sender import Sender
+from dispatcher.verdict import AttemptResult, cut_off, decide, unknown_outcome
 from hookpost import metrics
 from hookpost.clock import Clock, utcnow
-from hookpost.database import DATABASE_DOWN
+from hookpost.database import DATABASE_DOWN, QUERY_TIMEOUT, connect
 from hookpost.ids import new_id
 from hookpost.settings import Settings
 from hookpost.store import AttemptRecord, ClaimedDelivery, Store
 
 NOTIFY_CHANNEL = "hookpost_deliveries"
-_RETRY_AFTER_STATUSES = (429, 503)
 _CLAIM_AHEAD = 2  # deliveries held per subscription, in multiples of its send bound
+# While the database is away, waits between tries grow from the first to the last: soon
+# enough that delivery resumes within a few seconds of its return, rare enough not to spin.
+_RETRY_FIRST, _RETRY_LAST = 0.1, 2.0
+# After the shutdown grace, how long recording what was sent and handing back the rest
+# may take before the process gives up on the database and exits anyway.
+_FINAL_WRITE_SECONDS = 3.0
+_LISTEN_CHECK_SECONDS = 10.0
+# A loop that has not come round for this long is stuck: every wait in it is shorter, and
+# every statement it runs gives up after QUERY_TIMEOUT.
+_STUCK_SECONDS = 2 * QUERY_TIMEOUT + 10  # how often a quiet LISTEN connection is asked if it lives
 
 log = logging.getLogger("hookpost.dispatcher")
 
@@ -41,12 +53,15 @@ class Dispatcher:
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.lease_token = new_id("lease")
+        self.lease_token = new_id("lease")  # names this dispatcher's leases
         self._sender = sender
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._sending: dict[str, asyncio.Task[None]] = {}
+        # Deliveries whose request has gone out (or is going), with when it began: what a
+        # shutdown cuts off is recorded as cut off, not handed back as unsent.
+        self._sent_at: dict[str, tuple[ClaimedDelivery, datetime]] = {}
         self._per_subscription: Counter[str] = Counter()
         self._subscription_slots: dict[str, asyncio.Semaphore] = {}
         self._records: list[AttemptRecord] = []
@@ -54,6 +69,9 @@ class Dispatcher:
         self._records_ready = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._last_tick: float | None = None
+        self._database_down_since: float | None = None
+        self._down_wait = _RETRY_FIRST
+        self._failed = False
 
     def stop(self) -> None:
         """Ask the loop to stop: claim nothing new, finish or hand back what is in flight."""
@@ -78,15 +96,29 @@ class Dispatcher:
                 clock=self.clock,
             )
         side_tasks = [asyncio.create_task(self._write_records_forever(), name="records")]
-        if self.settings.listen_notify and not until_idle:
+        if self.settings.listen_notify and not until_idle and self.store.url is not None:
             side_tasks.append(asyncio.create_task(self._listen_forever(), name="listener"))
         try:
             await self._loop(until_idle, side_tasks)
+        except BaseException:
+            self._failed = True
+            raise
         finally:
             await self._shut_down(side_tasks)
             if own_sender:
                 await self._sender.close()
                 self._sender = None
+
+    @property
+    def alive(self) -> bool:
+        """False once the loop has died or stopped coming round (for /health): a process
+        whose dispatcher cannot go on must not look healthy. A database that is away does
+        not make it so: the loop keeps coming round while it waits."""
+        if self._failed:
+            return False
+        if self._last_tick is None:
+            return True  # starting
+        return time.monotonic() - self._last_tick < _STUCK_SECONDS
 
     @property
     def ticking(self) -> bool:
@@ -106,9 +138,13 @@ class Dispatcher:
             try:
                 claimed = await self._claim()
             except DATABASE_DOWN as error:
-                log.warning("database unavailable, retrying: %s", error)
-                await self._wait(self.settings.poll_interval.total_seconds(), side_tasks)
+                await self._wait(self._database_down(error), side_tasks)
                 continue
+            if self._database_down_since is not None:
+                log.warning("database back after %.1fs; delivering again",
+                            time.monotonic() - self._database_down_since)
+                self._database_down_since = None
+                self._down_wait = _RETRY_FIRST
             if claimed:
                 continue
             if until_idle and not self._sending and not self._unrecorded:
@@ -119,6 +155,16 @@ class Dispatcher:
                 await self._wait(self.settings.poll_interval.total_seconds(), side_tasks)
                 continue
             await self._wait(await self._seconds_until_due(until_idle), side_tasks)
+
+    def _database_down(self, error: BaseException) -> float:
+        """Note that the database is away; how long to wait before trying again."""
+        if self._database_down_since is None:
+            self._database_down_since = time.monotonic()
+            self._down_wait = _RETRY_FIRST
+            log.warning("database unavailable, retrying: %s", error)
+        else:
+            self._down_wait = min(self._down_wait * 2, _RETRY_LAST)
+        return self._down_wait
 
     def _free_slots(self) -> int:
         # An attempt holds its place until it is recorded, so a slow database slows the
@@ -143,7 +189,9 @@ class Dispatcher:
         )
         taken_over = 0
         for delivery in claimed:
-            taken_over += delivery.taken_over
+            if delivery.taken_over:
+                delivery = self._take_over(delivery)
+                taken_over += 1
             self._per_subscription[delivery.subscription_id] += 1
             task = asyncio.create_task(self._deliver(delivery), name=delivery.id)
             self._sending[delivery.id] = task
@@ -151,6 +199,19 @@ class Dispatcher:
         if taken_over:
             log.warning("took over %d deliveries whose lease expired", taken_over)
         return len(claimed)
+
+    def _take_over(self, delivery: ClaimedDelivery) -> ClaimedDelivery:
+        """Log that an earlier lease on `delivery` ended unrecorded, as an attempt of unknown
+        outcome; the delivery as this dispatcher now sends it, one attempt further on."""
+        leased_at = delivery.lease_expires_at - self.settings.lease
+        self._add_record(decide(delivery, unknown_outcome(leased_at), self.clock(),
+                                self.settings.retry_schedule))
+        return dataclasses.replace(delivery, attempt_count=delivery.attempt_count + 1)
+
+    def _add_record(self, record: AttemptRecord) -> None:
+        self._records.append(record)
+        self._unrecorded += 1
+        self._records_ready.set()
 
     async def _seconds_until_due(self, until_idle: bool) -> float:
         poll = self.settings.poll_interval.total_seconds()
@@ -187,18 +248,19 @@ class Dispatcher:
         )
         try:
             async with slot:
-                response = await self._sender.send(
+                self._sent_at[delivery.id] = (delivery, self.clock())
+                result = await self._sender.send(
                     delivery.url, delivery.event_id, delivery.payload, delivery.signing_secrets
                 )
-            self._records.append(self._record(delivery, response))
-            self._unrecorded += 1
-            self._records_ready.set()
+                del self._sent_at[delivery.id]
+            self._add_record(self._record(delivery, result))
         except Exception:
             # A bug must not take the other deliveries down; this one goes out again once
             # its lease expires.
             log.exception("sending %s failed unexpectedly", delivery.id,
                           extra={"delivery_id": delivery.id})
         finally:
+            self._sent_at.pop(delivery.id, None)
             del self._sending[delivery.id]
             metrics.IN_FLIGHT.dec()
             self._per_subscription[delivery.subscription_id] -= 1
@@ -207,55 +269,24 @@ class Dispatcher:
                 self._subscription_slots.pop(delivery.subscription_id, None)
             self._slot_freed.set()
 
-    def _record(self, delivery: ClaimedDelivery, response: Response) -> AttemptRecord:
-        attempt_number = delivery.attempt_count + 1
-        now = self.clock()
-        retry_after = None
-        if response.status in _RETRY_AFTER_STATUSES:
-            retry_after = parse_retry_after(response.header("retry-after"), now)
-        state = after_attempt(
-            manual=delivery.manual,
-            prior_status=delivery.status,
-            scheduled_attempts=delivery.scheduled_attempts,
-            next_attempt_before=delivery.next_attempt_at,
-            outcome=classify(response.status),
-            now=now,
-            schedule=self.settings.retry_schedule,
-            retry_after=retry_after,
-        )
-        outcome = state.outcome
-        error_kind = None if response.error_kind is None else response.error_kind.value
-        metrics.ATTEMPTS.labels(outcome.value,
-                                metrics.response_class(response.status, error_kind)).inc()
-        metrics.ATTEMPT_SECONDS.observe(response.duration_ms / 1000)
+    def _record(self, delivery: ClaimedDelivery, result: AttemptResult) -> AttemptRecord:
+        """The verdict on one attempt, counted and logged."""
+        record = decide(delivery, result, self.clock(), self.settings.retry_schedule)
+        metrics.ATTEMPTS.labels(record.outcome,
+                                metrics.response_class(result.status, record.error_kind)).inc()
+        metrics.ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
         # Successes are many and all in the database and the metrics; the rest is news.
         log.log(
-            logging.DEBUG if outcome is Outcome.SUCCEEDED else logging.INFO,
+            logging.DEBUG if record.outcome == Outcome.SUCCEEDED else logging.INFO,
             "attempt %d of %s (subscription %s, event %s, %s): %s",
-            attempt_number, delivery.id, delivery.subscription_id, delivery.event_id,
-            delivery.event_type, response.status or response.error_kind,
+            record.attempt_number, delivery.id, delivery.subscription_id, delivery.event_id,
+            delivery.event_type, result.status or record.error_kind,
             extra={"delivery_id": delivery.id, "subscription_id": delivery.subscription_id,
                    "event_id": delivery.event_id, "event_type": delivery.event_type,
-                   "attempt": attempt_number, "outcome": outcome.value,
-                   "status": response.status, "error_kind": response.error_kind},
+                   "attempt": record.attempt_number, "outcome": record.outcome,
+                   "status": result.status, "error_kind": record.error_kind},
         )
-        return AttemptRecord(
-            delivery_id=delivery.id,
-            lease_token=self.lease_token,
-            attempt_number=attempt_number,
-            trigger=delivery.trigger,
-            started_at=response.started_at,
-            duration_ms=response.duration_ms,
-            response_status=response.status,
-            response_headers=response.headers_json,
-            response_body=response.body,
-            error_kind=error_kind,
-            error_message=response.error_message,
-            outcome=outcome.value,
-            next_attempt_at=state.next_attempt_at,
-            status=state.status,
-            scheduled_attempts=state.scheduled_attempts,
-        )
+        return record
 
     async def _write_records_forever(self) -> None:
         while True:
@@ -265,6 +296,7 @@ class Dispatcher:
 
     async def _write_records(self) -> None:
         """Write every buffered attempt; keep them and retry while the database is down."""
+        wait = _RETRY_FIRST / 2
         async with self._write_lock:
             while self._records:
                 batch, self._records = self._records, []
@@ -273,7 +305,8 @@ class Dispatcher:
                 except DATABASE_DOWN as error:
                     self._records[:0] = batch
                     log.warning("cannot record %d attempts yet: %s", len(batch), error)
-                    await asyncio.sleep(0.5)
+                    wait = min(wait * 2, _RETRY_LAST)
+                    await asyncio.sleep(wait)
                     continue
                 except asyncpg.TransactionRollbackError as error:
                     # A deadlock with another writer of the same subscriptions' health (a
@@ -283,6 +316,10 @@ class Dispatcher:
                     log.warning("recording %d attempts again: %s", len(batch), error)
                     await asyncio.sleep(0.05)
                     continue
+                except BaseException:
+                    self._records[:0] = batch  # cancelled (or a bug): kept for a last try
+                    raise
+                wait = _RETRY_FIRST / 2
                 self._unrecorded -= len(batch)
                 self._slot_freed.set()
                 for subscription_id in disabled:
@@ -291,42 +328,78 @@ class Dispatcher:
                                 subscription_id, extra={"subscription_id": subscription_id})
 
     async def _listen_forever(self) -> None:
-        """Hold a LISTEN connection, reconnecting whenever it drops."""
+        """Hold a LISTEN connection of its own, outside the pools, reconnecting whenever it
+        drops; polling covers whatever is sent while it is away."""
+        assert self.store.url is not None
+
         def on_notify(*_: object) -> None:
             self._wake.set()
 
+        wait = _RETRY_FIRST
+        lost = asyncio.Event()
         while True:
+            lost.clear()
             try:
-                async with self.store.pool.acquire() as connection:
-                    await connection.add_listener(NOTIFY_CHANNEL, on_notify)
-                    self._wake.set()  # anything sent while we were not listening
-                    try:
-                        while not connection.is_closed():
-                            await asyncio.sleep(self.settings.poll_interval.total_seconds())
-                    finally:
-                        if not connection.is_closed():
-                            await connection.remove_listener(NOTIFY_CHANNEL, on_notify)
+                connection = await connect(self.store.url)
+            except DATABASE_DOWN as error:
+                log.debug("LISTEN connection not made yet: %s", error)
+                wait = min(wait * 2, _RETRY_LAST)
+                await asyncio.sleep(wait)
+                continue
+            try:
+                connection.add_termination_listener(lambda _: lost.set())
+                await connection.add_listener(NOTIFY_CHANNEL, on_notify)
+                wait = _RETRY_FIRST
+                self._wake.set()  # anything sent while we were not listening
+                while not lost.is_set() and not connection.is_closed():
+                    # A server that vanishes without closing the socket is found by asking.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), _LISTEN_CHECK_SECONDS)
+                    if not lost.is_set():
+                        await connection.execute("SELECT 1", timeout=5)
             except DATABASE_DOWN as error:
                 log.warning("LISTEN connection lost, reconnecting: %s", error)
-                await asyncio.sleep(1.0)
+            finally:
+                connection.terminate()
+            await asyncio.sleep(wait)
 
     async def _shut_down(self, side_tasks: list[asyncio.Task[None]]) -> None:
-        """Let in-flight attempts finish within the grace period, record them, and hand
-        back the leases of anything not sent."""
+        """Let attempts in flight finish within the grace period; record them, and those
+        cut off as cut off; hand back the leases of anything not sent. Bounded in time:
+        a database that is away then does not keep the process from exiting."""
         if self._sending:
             grace = self.settings.shutdown_grace.total_seconds()
-            log.info("waiting up to %gs for %d attempts in flight", grace, len(self._sending))
+            log.info("stopping: waiting up to %gs for %d attempts in flight", grace,
+                     len(self._sending))
             _, pending = await asyncio.wait(list(self._sending.values()), timeout=grace)
-            unsent = [task.get_name() for task in pending]
+            sent = dict(self._sent_at)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            now = self.clock()
+            unsent = []
+            for task in pending:
+                if task.get_name() in sent:
+                    delivery, started_at = sent[task.get_name()]
+                    self._add_record(decide(delivery, cut_off(started_at, now), now,
+                                            self.settings.retry_schedule))
+                else:
+                    unsent.append(task.get_name())
+            if pending:
+                log.warning("cut off %d sends at the end of the grace period; %d deliveries "
+                            "were not sent", len(pending) - len(unsent), len(unsent))
             if unsent:
-                with contextlib.suppress(*DATABASE_DOWN):
-                    await self.store.release_leases(self.lease_token, unsent, self.clock())
-                log.info("handed back %d unsent deliveries", len(unsent))
-        await self._write_records()
+                with contextlib.suppress(*DATABASE_DOWN, TimeoutError):
+                    await asyncio.wait_for(
+                        self.store.release_leases(self.lease_token, unsent, self.clock()),
+                        _FINAL_WRITE_SECONDS)
+                    log.info("handed back %d unsent deliveries", len(unsent))
+        try:
+            await asyncio.wait_for(self._write_records(), _FINAL_WRITE_SECONDS)
+        except TimeoutError:
+            log.error("could not record %d attempts before stopping: the database is away; "
+                      "their deliveries go out again when their leases expire",
+                      len(self._records))
         for task in side_tasks:
             task.cancel()
         await asyncio.gather(*side_tasks, return_exceptions=True)
-

@@ -22,11 +22,18 @@ from api.probes import create_probe_app
 from dispatcher.maintenance import Maintenance
 from dispatcher.worker import Dispatcher
 from hookpost import logs
-from hookpost.database import EmbeddedServer, create_pool, migrate, start_embedded
+from hookpost.database import (
+    EmbeddedServer,
+    close_pool,
+    create_pool,
+    migrate,
+    start_embedded,
+)
 from hookpost.settings import Settings, describe_settings
 from hookpost.store import Store
 
 log = logging.getLogger("hookpost")
+_API_SHUTDOWN_SECONDS = 3.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,11 +85,10 @@ async def _store(database: Database, *, pool_size: int = 10,
         if dispatching:  # one connection claims while another records
             dispatch_pool = await create_pool(database.url, min_size=2, max_size=2,
                                               generic_plans=True)
-        yield Store(pool, dispatch_pool)
+        yield Store(pool, dispatch_pool, url=database.url)
     finally:
-        if dispatch_pool is not None:
-            await dispatch_pool.close()
-        await pool.close()
+        pools = [pool] if dispatch_pool is None else [pool, dispatch_pool]
+        await asyncio.gather(*(close_pool(each) for each in pools))
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -113,7 +119,8 @@ async def _run(settings: Settings, database: Database, *, api: bool, dispatcher:
         else:  # a dispatcher alone still answers /health, /ready and /metrics
             app = create_probe_app(store, engine)
             port = settings.metrics_port
-        runner = web.AppRunner(app, access_log=None)
+        # Requests still open at a stop get a few seconds, not aiohttp's default minute.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_API_SHUTDOWN_SECONDS)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, port)
         await site.start()
@@ -133,15 +140,25 @@ async def _run(settings: Settings, database: Database, *, api: bool, dispatcher:
         stopped = asyncio.create_task(stop.wait())
         waiting: set[asyncio.Task[Any]] = {stopped} | ({worker} if worker else set())
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if worker is not None and worker.done():
+            log.error("the dispatcher stopped by itself; exiting so a supervisor restarts it")
         log.info("stopping")
         if engine is not None and maintenance is not None:
             engine.stop()
             maintenance.stop()
         stopped.cancel()
-        await runner.cleanup()
+        # The API stops taking requests while the dispatcher finishes what it sent.
+        cleanup = asyncio.create_task(runner.cleanup())
         if worker is not None:
-            await worker  # re-raises if the dispatcher died
+            await asyncio.gather(worker, return_exceptions=True)
+        await cleanup
+        if worker is not None and not worker.cancelled() and worker.exception() is not None:
+            raise DispatcherFailed from worker.exception()
     log.info("stopped")
+
+
+class DispatcherFailed(Exception):
+    """The dispatcher could not go on; the process exits non-zero."""
 
 
 async def _migrate(database: Database) -> None:
@@ -180,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
             runner.run(commands[arguments.command]())
+    except DispatcherFailed as failed:
+        log.error("dispatcher failed", exc_info=failed.__cause__)
+        return 1
     except (OSError, asyncpg.PostgresError) as error:
         log.error("cannot reach the database: %s", error)
         return 1

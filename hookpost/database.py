@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import warnings
@@ -17,7 +18,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from hookpost.store import QUERIES
+from hookpost.queries import QUERIES
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
 # Any fixed number, shared by every process that applies the schema.
@@ -47,15 +48,30 @@ def start_embedded(data_dir: Path) -> EmbeddedServer:
     return server
 
 
-# What a query raises while Postgres is unreachable, restarting or shutting down: worth
-# waiting out, never a bug.
+# Everything that means "this connection, or the database itself, cannot be used now":
+# worth waiting out on a fresh connection, never a bug. The one list; every caller (the
+# API, the dispatcher, the probes, the store's own connection handling) uses it.
 DATABASE_DOWN = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
+    OSError,  # refused, reset, unreachable; TimeoutError too (a query past QUERY_TIMEOUT)
+    asyncpg.PostgresConnectionError,  # 08xxx: the connection failed or does not exist
+    asyncpg.InterfaceError,  # the connection is closed, or was given back to its pool
+    # The client's protocol state was left mid-operation by a connection that broke
+    # under it ("cannot switch to state 12; another operation is in progress").
+    asyncpg.InternalClientError,
+    # 57xxx: admin or crash shutdown, "the database system is starting up", a cancelled
+    # query, an idle session timed out.
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.TooManyConnectionsError,
+    # A standby answering while a failover promotes another server.
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
+
+# The longest any one statement may take before its connection is given up as stuck: a
+# dead peer that never closes its socket would otherwise hold a caller forever.
+QUERY_TIMEOUT = 30.0
+# How long a caller waits for a free connection of a pool before it is told the database
+# is unavailable.
+ACQUIRE_TIMEOUT = 10.0
 
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10,
@@ -81,9 +97,29 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10,
         with attempt:
             pool: asyncpg.Pool = await asyncpg.create_pool(
                 url, min_size=min_size, max_size=max_size, server_settings=server_settings,
-                reset=_keep_session,
+                reset=_keep_session, command_timeout=QUERY_TIMEOUT, timeout=QUERY_TIMEOUT,
             )
     return pool
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    """A connection of its own, outside every pool (the dispatcher's LISTEN connection)."""
+    connection: asyncpg.Connection = await asyncpg.connect(
+        url, server_settings={"timezone": "UTC"}, command_timeout=QUERY_TIMEOUT,
+        timeout=QUERY_TIMEOUT,
+    )
+    return connection
+
+
+async def close_pool(pool: asyncpg.Pool, seconds: float = 2.0) -> None:
+    """Close `pool`, waiting at most `seconds` for connections still in use; then cut them.
+
+    A graceful close waits for every acquired connection to come back, which one stuck on
+    a dead server never does."""
+    try:
+        await asyncio.wait_for(pool.close(), seconds)
+    except DATABASE_DOWN:
+        pool.terminate()
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

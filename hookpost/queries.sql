@@ -203,13 +203,15 @@ WITH commit_mode AS (
     WHERE d.id = chosen.id
     RETURNING d.id, d.event_id, d.subscription_id, d.attempt_count, d.scheduled_attempts,
               d.status, d.next_attempt_at, d.origin,
-              coalesce(d.manual_due_at <= $1, false) AS manual, chosen.taken_over
+              coalesce(d.manual_due_at <= $1, false) AS manual, chosen.taken_over,
+              d.lease_token, d.lease_expires_at
 )
 SELECT c.id, c.event_id, c.subscription_id, c.attempt_count, c.scheduled_attempts,
        c.status, c.next_attempt_at, c.origin, c.manual, c.taken_over, e.type AS event_type,
        e.payload, s.url, s.secret,
        CASE WHEN s.previous_secret_expires_at > $1 THEN s.previous_secret END
-           AS previous_secret
+           AS previous_secret,
+       c.lease_token, c.lease_expires_at
 FROM claimed c
 JOIN events e ON e.id = c.event_id
 JOIN subscriptions s ON s.id = c.subscription_id
@@ -234,45 +236,40 @@ SELECT least(
 );
 
 -- name: record_attempts --
--- Writes a batch of attempts and moves each delivery to its next state, but only while
--- the lease that sent it is still held; the attempt row is written either way. The
--- subscriptions' health (last success, last failure, failing since) moves with them.
--- Returns the subscriptions this batch disabled because their endpoint answered 410.
+-- Stores a batch of attempts as the dispatcher decided them ($1, one attempt_record_v1
+-- each) and applies what each decided: the delivery moves to its next state, but only while
+-- the lease that sent it is still held (the attempt row is written either way); the
+-- subscription's health moves with it, and it is disabled where an attempt said so.
+-- Returns the subscriptions this batch disabled.
 WITH results AS (
-    SELECT * FROM unnest(
-        $1::text[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::int[],
-        $7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-        $13::timestamptz[], $14::text[], $15::int[]
-    ) AS r(delivery_id, lease_token, attempt_number, trigger, started_at, duration_ms,
-           response_status, response_headers, response_body, error_kind, error_message,
-           outcome, next_attempt_at, status, scheduled_attempts)
+    SELECT * FROM unnest($1::attempt_record_v1[])
 ), moved AS (
     UPDATE deliveries d
     SET status = r.status,
         attempt_count = r.attempt_number,
         scheduled_attempts = r.scheduled_attempts,
         next_attempt_at = r.next_attempt_at,
-        manual_due_at = CASE WHEN r.trigger = 'manual' THEN NULL ELSE d.manual_due_at END,
+        manual_due_at = CASE WHEN r.manual_done THEN NULL ELSE d.manual_due_at END,
         lease_expires_at = NULL,
         lease_token = NULL,
         last_response_status = r.response_status,
         last_error_kind = r.error_kind,
-        updated_at = $16
+        updated_at = $2
     FROM results r
     -- The token is still there only while the lease that sent it is held: recording and
     -- handing back clear it, and a claim that takes over an expired lease replaces it.
-    WHERE d.id = r.delivery_id AND d.lease_token = r.lease_token
+    WHERE r.moves_delivery AND d.id = r.delivery_id AND d.lease_token = r.lease_token
     RETURNING d.id
 ), by_subscription AS (
-    SELECT d.subscription_id,
-           max(r.started_at) FILTER (WHERE r.outcome = 'succeeded') AS last_success_at,
-           max(r.started_at) FILTER (WHERE r.outcome <> 'succeeded') AS last_failure_at,
-           min(r.started_at) FILTER (WHERE r.outcome <> 'succeeded') AS first_failure_at,
-           bool_or(r.response_status = 410) AS gone
-    FROM results r JOIN deliveries d ON d.id = r.delivery_id
-    GROUP BY d.subscription_id
+    SELECT r.subscription_id,
+           max(r.started_at) FILTER (WHERE r.health = 'success') AS last_success_at,
+           max(r.started_at) FILTER (WHERE r.health = 'failure') AS last_failure_at,
+           min(r.started_at) FILTER (WHERE r.health = 'failure') AS first_failure_at,
+           min(r.disable_reason) AS disable_reason
+    FROM results r
+    WHERE r.health IS NOT NULL OR r.disable_reason IS NOT NULL
+    GROUP BY r.subscription_id
 ), health AS (
-    -- A receiver that answers 410 Gone has asked to be forgotten: disable it at once.
     UPDATE subscriptions s
     SET last_success_at = greatest(s.last_success_at, h.last_success_at),
         last_failure_at = greatest(s.last_failure_at, h.last_failure_at),
@@ -281,35 +278,35 @@ WITH results AS (
             WHEN h.last_success_at IS NULL THEN coalesce(s.failing_since, h.first_failure_at)
             ELSE h.last_failure_at
         END,
-        status = CASE WHEN h.gone AND s.status IN ('active', 'paused') THEN 'disabled'
-                      ELSE s.status END,
-        disabled_reason = CASE WHEN h.gone AND s.status IN ('active', 'paused')
-                               THEN 'the endpoint answered 410 Gone'
-                               ELSE s.disabled_reason END,
-        disabled_at = CASE WHEN h.gone AND s.status IN ('active', 'paused') THEN $16
-                           ELSE s.disabled_at END
+        status = CASE WHEN h.disable_reason IS NOT NULL AND s.status IN ('active', 'paused')
+                      THEN 'disabled' ELSE s.status END,
+        disabled_reason = CASE WHEN h.disable_reason IS NOT NULL
+                                    AND s.status IN ('active', 'paused')
+                               THEN h.disable_reason ELSE s.disabled_reason END,
+        disabled_at = CASE WHEN h.disable_reason IS NOT NULL AND s.status IN ('active', 'paused')
+                           THEN $2 ELSE s.disabled_at END
     FROM by_subscription h
     WHERE s.id = h.subscription_id
       -- While all goes well, last_success_at moves on at most once a second: every record
       -- batch of every dispatcher touches these few rows, and each update would wait on
       -- the row lock of another dispatcher's batch until that one commits.
-      AND (h.gone OR h.last_failure_at IS NOT NULL OR s.failing_since IS NOT NULL
-           OR s.last_success_at IS NULL
+      AND (h.disable_reason IS NOT NULL OR h.last_failure_at IS NOT NULL
+           OR s.failing_since IS NOT NULL OR s.last_success_at IS NULL
            OR s.last_success_at < h.last_success_at - interval '1 second')
 ), recorded AS (
     INSERT INTO attempts
         (delivery_id, attempt_number, trigger, started_at, duration_ms, response_status,
-         response_headers, response_body, error_kind, error_message, outcome)
+         response_headers, response_body, error_kind, error_message, resent, outcome)
     SELECT r.delivery_id, r.attempt_number, r.trigger, r.started_at, r.duration_ms,
            r.response_status, r.response_headers::jsonb, r.response_body, r.error_kind,
-           r.error_message, r.outcome
+           r.error_message, r.resent, r.outcome
     FROM results r
     WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.delivery_id)
 )
--- The ones health disables; subscriptions read as the statement began, before it did.
+-- The ones this batch disables; subscriptions read as the statement began, before it did.
 SELECT s.id
 FROM subscriptions s JOIN by_subscription h ON h.subscription_id = s.id
-WHERE h.gone AND s.status IN ('active', 'paused');
+WHERE h.disable_reason IS NOT NULL AND s.status IN ('active', 'paused');
 
 -- name: release_leases --
 -- Hands back deliveries leased to $1 and not sent, so another dispatcher takes them now.

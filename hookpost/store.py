@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import operator
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel
 
-_QUERY_HEADER = re.compile(r"^-- name: (\w+) --$", re.MULTILINE)
+from hookpost.database import ACQUIRE_TIMEOUT, DATABASE_DOWN
+from hookpost.queries import QUERIES as QUERIES
+from hookpost.queries import load_queries as load_queries
 
-
-def load_queries(path: Path) -> dict[str, str]:
-    """The named queries of a .sql file: each starts at a `-- name: NAME --` line."""
-    text = path.read_text()
-    parts = _QUERY_HEADER.split(text)
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
-
-
-QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 TEST_EVENT_TYPE = "webhook.test"
 
 
@@ -98,6 +92,7 @@ class Attempt(BaseModel):
     response_body: str | None
     error_kind: str | None
     error_message: str | None
+    resent: bool
     outcome: str
 
 
@@ -132,6 +127,8 @@ class ClaimedDelivery:
     url: str
     secret: str
     previous_secret: str | None  # still signing during a rotation's grace period
+    lease_token: str  # this dispatcher's lease on it
+    lease_expires_at: datetime
 
     @property
     def trigger(self) -> str:
@@ -148,9 +145,11 @@ class ClaimedDelivery:
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
-    """What one attempt did, and the state its delivery moves to."""
+    """One attempt row and what it changes, as the verdict decided it (one element of
+    the `attempt_record_v1[]` that record_attempts stores; the field order is the type's)."""
 
     delivery_id: str
+    subscription_id: str
     lease_token: str
     attempt_number: int
     trigger: str
@@ -161,10 +160,15 @@ class AttemptRecord:
     response_body: str | None
     error_kind: str | None
     error_message: str | None
+    resent: bool
     outcome: str
-    next_attempt_at: datetime | None
+    moves_delivery: bool  # False: the row only logs a send; the delivery stays as it is
     status: str
+    next_attempt_at: datetime | None
     scheduled_attempts: int
+    manual_done: bool  # the redelivery asked for is done
+    health: str | None  # success, failure, or None (not the receiver's doing)
+    disable_reason: str | None  # set: the subscription is disabled for this reason
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -193,8 +197,11 @@ class DeliveryGauges:
 class Store:
     """All reads and writes of hookpost's tables."""
 
-    def __init__(self, pool: asyncpg.Pool, dispatch_pool: asyncpg.Pool | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, dispatch_pool: asyncpg.Pool | None = None,
+                 *, url: str | None = None) -> None:
         self.pool = pool
+        # Where a connection of its own is made (the dispatcher's LISTEN); None: no such.
+        self.url = url
         # The claim and the record run hundreds of times a second with the same shape, and
         # planning them anew costs Postgres about 0.4 ms a call; the dispatcher's pool
         # (create_pool(generic_plans=True)) plans them once per connection. Everything
@@ -204,18 +211,18 @@ class Store:
     # API keys
 
     async def insert_api_key(self, name: str, role: str, key_hash: bytes) -> ApiKey:
-        row = await self.pool.fetchrow(QUERIES["insert_api_key"], name, role, key_hash)
+        row = await _fetchrow(self.pool, QUERIES["insert_api_key"], name, role, key_hash)
         return ApiKey.model_validate(dict(_one(row)))
 
     async def api_key_by_hash(self, key_hash: bytes) -> ApiKey | None:
-        return _model(ApiKey, await self.pool.fetchrow(QUERIES["api_key_by_hash"], key_hash))
+        return _model(ApiKey, await _fetchrow(self.pool, QUERIES["api_key_by_hash"], key_hash))
 
     async def schema_digest(self) -> str | None:
-        digest: str | None = await self.pool.fetchval(QUERIES["schema_digest"])
+        digest: str | None = await _fetchval(self.pool, QUERIES["schema_digest"])
         return digest
 
     async def count_admin_keys(self) -> int:
-        count: int = await self.pool.fetchval(QUERIES["count_admin_keys"])
+        count: int = await _fetchval(self.pool, QUERIES["count_admin_keys"])
         return count
 
     # Subscriptions
@@ -224,22 +231,22 @@ class Store:
         self, owner_key_id: str, url: str, event_types: list[str], description: str,
         status: str, secret: str, now: datetime,
     ) -> Subscription:
-        row = await self.pool.fetchrow(
-            QUERIES["insert_subscription"], owner_key_id, url, event_types, description,
+        row = await _fetchrow(
+            self.pool, QUERIES["insert_subscription"], owner_key_id, url, event_types, description,
             status, secret, now,
         )
         return Subscription.model_validate(dict(_one(row)))
 
     async def get_subscription(self, id: str, owner_key_id: str | None) -> Subscription | None:
-        row = await self.pool.fetchrow(QUERIES["get_subscription"], id, owner_key_id)
+        row = await _fetchrow(self.pool, QUERIES["get_subscription"], id, owner_key_id)
         return _model(Subscription, row)
 
     async def list_subscriptions(
         self, owner_key_id: str | None, limit: int, after: tuple[datetime, str] | None
     ) -> list[Subscription]:
         after_at, after_id = after if after else (None, None)
-        rows = await self.pool.fetch(
-            QUERIES["list_subscriptions"], owner_key_id, limit, after_at, after_id
+        rows = await _fetch(
+            self.pool, QUERIES["list_subscriptions"], owner_key_id, limit, after_at, after_id
         )
         return _models(Subscription, rows)
 
@@ -248,15 +255,15 @@ class Store:
         event_types: list[str] | None, description: str | None, status: str | None,
         now: datetime,
     ) -> Subscription | None:
-        row = await self.pool.fetchrow(
-            QUERIES["update_subscription"], id, owner_key_id, url, event_types, description,
-            status, now,
+        row = await _fetchrow(
+            self.pool, QUERIES["update_subscription"], id, owner_key_id, url, event_types,
+            description, status, now,
         )
         return _model(Subscription, row)
 
     async def delete_subscription(self, id: str, owner_key_id: str | None, now: datetime) -> bool:
-        deleted: int = await self.pool.fetchval(
-            QUERIES["delete_subscription"], id, owner_key_id, now
+        deleted: int = await _fetchval(
+            self.pool, QUERIES["delete_subscription"], id, owner_key_id, now
         )
         return deleted > 0
 
@@ -268,8 +275,8 @@ class Store:
         Returns the delivery count of each event created; an event left out was not
         created because its producer already used its idempotency key.
         """
-        rows = await self.pool.fetch(
-            QUERIES["ingest_events"], [e.id for e in events], [e.type for e in events],
+        rows = await _fetch(
+            self.pool, QUERIES["ingest_events"], [e.id for e in events], [e.type for e in events],
             [e.payload for e in events], [e.producer_key_id for e in events],
             [e.idempotency_key for e in events], [e.created_at for e in events],
         )
@@ -279,31 +286,31 @@ class Store:
         self, producer_key_id: str, idempotency_key: str
     ) -> tuple[Event, int]:
         """The event a producer made with an idempotency key, and its delivery count."""
-        first = _one(await self.pool.fetchrow(
-            QUERIES["event_by_idempotency_key"], producer_key_id, idempotency_key
+        first = _one(await _fetchrow(
+            self.pool, QUERIES["event_by_idempotency_key"], producer_key_id, idempotency_key
         ))
-        count: int = await self.pool.fetchval(QUERIES["count_event_deliveries"], first["id"])
+        count: int = await _fetchval(self.pool, QUERIES["count_event_deliveries"], first["id"])
         return Event.model_validate(dict(first)), count
 
     async def get_event(
         self, id: str, producer_key_id: str | None, subscriber_key_id: str | None = None
     ) -> Event | None:
-        row = await self.pool.fetchrow(
-            QUERIES["get_event"], id, producer_key_id, subscriber_key_id
+        row = await _fetchrow(
+            self.pool, QUERIES["get_event"], id, producer_key_id, subscriber_key_id
         )
         return _model(Event, row)
 
     async def deliveries_of_event(
         self, event_id: str, owner_key_id: str | None = None
     ) -> list[Delivery]:
-        rows = await self.pool.fetch(QUERIES["deliveries_of_event"], event_id, owner_key_id)
+        rows = await _fetch(self.pool, QUERIES["deliveries_of_event"], event_id, owner_key_id)
         return _models(Delivery, rows)
 
     async def send_test_event(
         self, id: str, payload: bytes, caller_key_id: str, subscription_id: str, now: datetime
     ) -> str:
         """Store a `webhook.test` event and its one delivery; the delivery's id."""
-        async with self.pool.acquire() as connection, connection.transaction():
+        async with _connection(self.pool) as connection, connection.transaction():
             await connection.execute(
                 QUERIES["insert_event"], id, TEST_EVENT_TYPE, payload, caller_key_id, None, now
             )
@@ -316,7 +323,7 @@ class Store:
     # Deliveries
 
     async def get_delivery(self, id: str, owner_key_id: str | None) -> Delivery | None:
-        row = await self.pool.fetchrow(QUERIES["get_delivery"], id, owner_key_id)
+        row = await _fetchrow(self.pool, QUERIES["get_delivery"], id, owner_key_id)
         return _model(Delivery, row)
 
     async def list_deliveries(
@@ -324,21 +331,21 @@ class Store:
         after: tuple[datetime, str] | None,
     ) -> list[Delivery]:
         after_at, after_id = after if after else (None, None)
-        rows = await self.pool.fetch(
-            QUERIES["list_deliveries"], owner_key_id, filters.subscription_id,
+        rows = await _fetch(
+            self.pool, QUERIES["list_deliveries"], owner_key_id, filters.subscription_id,
             filters.event_id, filters.status, filters.event_type, filters.since, filters.until,
             after_at, after_id, limit,
         )
         return _models(Delivery, rows)
 
     async def subscription_backlog(self, subscription_id: str) -> int:
-        count: int = await self.pool.fetchval(QUERIES["subscription_backlog"], subscription_id)
+        count: int = await _fetchval(self.pool, QUERIES["subscription_backlog"], subscription_id)
         return count
 
     async def request_redelivery(self, id: str, owner_key_id: str | None, now: datetime
                                  ) -> bool:
         """Ask for one more attempt of a delivery; False if there is no such delivery."""
-        row = await self.pool.fetchrow(QUERIES["request_redelivery"], id, now, owner_key_id)
+        row = await _fetchrow(self.pool, QUERIES["request_redelivery"], id, now, owner_key_id)
         return row is not None
 
     async def redeliver_failed(
@@ -347,8 +354,8 @@ class Store:
     ) -> int:
         """Queue the failed deliveries that match, spaced to `rate_per_second`; how many
         match (dry run) or were queued."""
-        row = _one(await self.pool.fetchrow(
-            QUERIES["redeliver_failed"], subscription_id, since, until, event_type, now,
+        row = _one(await _fetchrow(
+            self.pool, QUERIES["redeliver_failed"], subscription_id, since, until, event_type, now,
             1.0 / rate_per_second, dry_run,
         ))
         count: int = row["matched"] if dry_run else row["queued"]
@@ -358,13 +365,13 @@ class Store:
         self, id: str, owner_key_id: str | None, secret: str, previous_expires_at: datetime,
         now: datetime,
     ) -> Subscription | None:
-        row = await self.pool.fetchrow(
-            QUERIES["rotate_secret"], id, owner_key_id, secret, previous_expires_at, now
+        row = await _fetchrow(
+            self.pool, QUERIES["rotate_secret"], id, owner_key_id, secret, previous_expires_at, now
         )
         return _model(Subscription, row)
 
     async def attempts_of_delivery(self, delivery_id: str) -> list[Attempt]:
-        rows = await self.pool.fetch(QUERIES["attempts_of_delivery"], delivery_id)
+        rows = await _fetch(self.pool, QUERIES["attempts_of_delivery"], delivery_id)
         return [Attempt.model_validate(_attempt_fields(row)) for row in rows]
 
     # The dispatcher's hot path
@@ -375,74 +382,67 @@ class Store:
     ) -> list[ClaimedDelivery]:
         """Lease up to `limit` due deliveries; with those `held` already (a count per
         subscription), at most `per_subscription` of any one subscription."""
-        rows = await self.dispatch_pool.fetch(
-            QUERIES["claim_due"], now, limit, lease_until, lease_token, list(held),
-            per_subscription, list(held.values()),
+        rows = await _fetch(
+            self.dispatch_pool, QUERIES["claim_due"], now, limit, lease_until, lease_token,
+            list(held), per_subscription, list(held.values()),
         )
         return [ClaimedDelivery(**dict(row)) for row in rows]
 
     async def next_due_at(self, now: datetime) -> datetime | None:
-        due: datetime | None = await self.pool.fetchval(QUERIES["next_due_at"], now)
+        due: datetime | None = await _fetchval(self.pool, QUERIES["next_due_at"], now)
         return due
 
     async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> list[str]:
-        """Write the attempts; the ids of the subscriptions they disabled (410 Gone)."""
-        columns: list[list[Any]] = [[] for _ in range(15)]
-        for record in records:
-            for column, value in zip(columns, _record_values(record), strict=True):
-                column.append(value)
-        rows = await self.dispatch_pool.fetch(QUERIES["record_attempts"], *columns, now)
+        """Write the attempts; the ids of the subscriptions they disabled."""
+        rows = await _fetch(
+            self.dispatch_pool, QUERIES["record_attempts"],
+            [_record_row(record) for record in records], now,
+        )
         return [row["id"] for row in rows]
 
     # Maintenance
 
     async def ensure_attempts_partitions(self, first: date, last: date) -> None:
-        await self.pool.execute(QUERIES["ensure_attempts_partitions"], first, last)
+        await _execute(self.pool, QUERIES["ensure_attempts_partitions"], first, last)
 
     async def drop_attempts_partitions(self, cutoff: datetime) -> int:
-        dropped: int = await self.pool.fetchval(QUERIES["drop_attempts_partitions"], cutoff)
+        dropped: int = await _fetchval(self.pool, QUERIES["drop_attempts_partitions"], cutoff)
         return dropped
 
     async def delete_old_default_attempts(self, cutoff: datetime, batch: int) -> int:
-        status = await self.pool.execute(QUERIES["delete_old_default_attempts"], cutoff, batch)
+        status = await _execute(self.pool, QUERIES["delete_old_default_attempts"], cutoff, batch)
         return int(status.split()[-1])
 
     async def delete_old_events(self, cutoff: datetime, batch: int) -> int:
-        deleted: int = await self.pool.fetchval(QUERIES["delete_old_events"], cutoff, batch)
+        deleted: int = await _fetchval(self.pool, QUERIES["delete_old_events"], cutoff, batch)
         return deleted
 
     async def disable_failing_subscriptions(
         self, now: datetime, failing_since: datetime, reason: str
     ) -> list[str]:
-        rows = await self.pool.fetch(
-            QUERIES["disable_failing_subscriptions"], now, failing_since, reason
+        rows = await _fetch(
+            self.pool, QUERIES["disable_failing_subscriptions"], now, failing_since, reason
         )
         return [row["id"] for row in rows]
 
     async def delivery_gauges(self, now: datetime) -> DeliveryGauges:
-        row = _one(await self.pool.fetchrow(QUERIES["delivery_gauges"], now))
+        row = _one(await _fetchrow(self.pool, QUERIES["delivery_gauges"], now))
         return DeliveryGauges(row["pending"], row["due"], float(row["oldest_due_seconds"]))
 
     async def subscriptions_by_status(self) -> dict[str, int]:
-        rows = await self.pool.fetch(QUERIES["subscriptions_by_status"])
+        rows = await _fetch(self.pool, QUERIES["subscriptions_by_status"])
         return {row["status"]: row["count"] for row in rows}
 
     async def largest_backlogs(self, limit: int) -> dict[str, int]:
-        rows = await self.pool.fetch(QUERIES["largest_backlogs"], limit)
+        rows = await _fetch(self.pool, QUERIES["largest_backlogs"], limit)
         return {row["subscription_id"]: row["backlog"] for row in rows}
 
     async def release_leases(self, lease_token: str, ids: Sequence[str], now: datetime) -> None:
-        await self.pool.execute(QUERIES["release_leases"], lease_token, now, list(ids))
+        await _execute(self.pool, QUERIES["release_leases"], lease_token, now, list(ids))
 
 
-def _record_values(record: AttemptRecord) -> tuple[Any, ...]:
-    return (
-        record.delivery_id, record.lease_token, record.attempt_number, record.trigger,
-        record.started_at, record.duration_ms, record.response_status,
-        record.response_headers, record.response_body, record.error_kind,
-        record.error_message, record.outcome, record.next_attempt_at, record.status,
-        record.scheduled_attempts,
-    )
+# An AttemptRecord as the composite value asyncpg sends, its fields in the type's order.
+_record_row = operator.attrgetter(*(field.name for field in fields(AttemptRecord)))
 
 
 def _attempt_fields(row: asyncpg.Record) -> dict[str, Any]:
@@ -450,3 +450,38 @@ def _attempt_fields(row: asyncpg.Record) -> dict[str, Any]:
     if isinstance(fields["response_headers"], str):
         fields["response_headers"] = json.loads(fields["response_headers"])
     return fields
+
+
+async def _fetch(pool: asyncpg.Pool, query: str, *args: Any) -> list[asyncpg.Record]:
+    async with _connection(pool) as connection:
+        rows: list[asyncpg.Record] = await connection.fetch(query, *args)
+        return rows
+
+
+async def _fetchrow(pool: asyncpg.Pool, query: str, *args: Any) -> asyncpg.Record | None:
+    async with _connection(pool) as connection:
+        row: asyncpg.Record | None = await connection.fetchrow(query, *args)
+        return row
+
+
+async def _fetchval(pool: asyncpg.Pool, query: str, *args: Any) -> Any:
+    async with _connection(pool) as connection:
+        return await connection.fetchval(query, *args)
+
+
+async def _execute(pool: asyncpg.Pool, query: str, *args: Any) -> str:
+    async with _connection(pool) as connection:
+        status: str = await connection.execute(query, *args)
+        return status
+
+
+@contextlib.asynccontextmanager
+async def _connection(pool: asyncpg.Pool) -> AsyncIterator[PoolConnectionProxy]:
+    """A connection of `pool`, thrown away instead of given back if it failed in a way
+    that means it cannot be used again (DATABASE_DOWN): the next caller gets a fresh one."""
+    async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as connection:
+        try:
+            yield connection
+        except DATABASE_DOWN:
+            connection.terminate()
+            raise

@@ -68,8 +68,8 @@ async def dispatch_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
-def store(pool: asyncpg.Pool, dispatch_pool: asyncpg.Pool) -> Store:
-    return Store(pool, dispatch_pool)
+def store(pool: asyncpg.Pool, dispatch_pool: asyncpg.Pool, database_url: str) -> Store:
+    return Store(pool, dispatch_pool, url=database_url)
 
 
 @pytest.fixture

@@ -460,4 +460,4 @@ async def test_deliveries_of_a_deleted_subscription_stay_readable_as_failed(
 async def test_health_answers_without_a_key(api: TestClient[Any, Any]) -> None:
     response = await api.get("/health")
     assert response.status == 200
-    assert await response.json() == {"status": "ok"}
+    assert await response.json() == {"status": "ok", "dispatcher_alive": None}

@@ -260,7 +260,7 @@ async def test_a_destination_no_longer_allowed_is_refused_at_send_time(
 
     assert receiver.requests == []
     [attempt] = (await delivery_of(api, keys, event["id"]))["attempts"]
-    assert attempt["error_kind"] == "dns"
+    assert attempt["error_kind"] == "refused"
     assert "not" in attempt["error_message"]
 
 

@@ -175,7 +175,15 @@ async def test_leases_of_a_killed_dispatcher_are_taken_over_once_they_expire(
         e["id"] for e in events
     )
     statuses = await pool.fetch("SELECT status, attempt_count FROM deliveries")
-    assert {(row["status"], row["attempt_count"]) for row in statuses} == {("succeeded", 1)}
+    assert {(row["status"], row["attempt_count"]) for row in statuses} == {("succeeded", 2)}
+    # The killed dispatcher's sends reached the receiver unrecorded: the log says so.
+    attempts = await pool.fetch(
+        "SELECT delivery_id, attempt_number, error_kind, outcome FROM attempts"
+        " ORDER BY delivery_id, attempt_number"
+    )
+    assert [(row["attempt_number"], row["error_kind"], row["outcome"]) for row in attempts] == [
+        (1, "unknown", "retry"), (2, None, "succeeded")
+    ] * 3
 
 
 async def test_sends_are_bounded_per_subscription_and_in_all(

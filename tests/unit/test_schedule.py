@@ -7,7 +7,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from dispatcher.schedule import Outcome, classify, next_attempt_at, parse_retry_after
+from dispatcher.schedule import Outcome, next_attempt_at, parse_retry_after
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 DEFAULT_SCHEDULE = [
@@ -17,25 +17,6 @@ DEFAULT_SCHEDULE = [
     timedelta(minutes=10),
     timedelta(hours=1),
 ]
-
-
-def statuses(outcome: Outcome, *codes: int | None) -> list[tuple[int | None, Outcome]]:
-    return [(code, outcome) for code in codes]
-
-
-@pytest.mark.parametrize(
-    ("status", "expected"),
-    [
-        *statuses(Outcome.RETRY, None),
-        *statuses(Outcome.SUCCEEDED, 200, 201, 204, 299),
-        *statuses(Outcome.RETRY, 300, 301, 302, 304, 307, 308),
-        *statuses(Outcome.FAILED, 400, 401, 403, 404, 409, 410, 422, 499),
-        *statuses(Outcome.RETRY, 429),
-        *statuses(Outcome.RETRY, 500, 502, 503, 504),
-    ],
-)
-def test_classify(status: int | None, expected: Outcome) -> None:
-    assert classify(status) == expected
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ import pytest
 
 from dispatcher.destinations import DestinationRefused
 from dispatcher.http import MalformedResponse, StaleConnection, UnresolvedHost
-from dispatcher.schedule import ErrorKind
-from dispatcher.sender import Response, _describe, _kept_headers
+from dispatcher.sender import _describe, _kept_headers
+from dispatcher.verdict import AttemptResult, ErrorKind
 
 
 @pytest.mark.parametrize(
@@ -23,7 +23,7 @@ from dispatcher.sender import Response, _describe, _kept_headers
         ),
         (
             DestinationRefused("hooks.example.com resolves only to private addresses"),
-            ErrorKind.DNS,
+            ErrorKind.REFUSED,
             "resolves only to private addresses",
         ),
         (ConnectionRefusedError(111, "Connection refused"), ErrorKind.CONNECT, "refused"),
@@ -50,8 +50,8 @@ def test_describe_names_the_error_kind(
     assert message_part in message
 
 
-def response(headers: dict[str, str] | None) -> Response:
-    return Response(
+def response(headers: dict[str, str] | None) -> AttemptResult:
+    return AttemptResult(
         started_at=datetime(2026, 1, 1, tzinfo=UTC),
         duration_ms=3,
         status=None if headers is None else 429,
