@@ -8,11 +8,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
 
-from hookpost.database import create_pool, migrate
+from api.app import create_app
+from hookpost.database import DATABASE_DOWN, create_pool, migrate
 from hookpost.settings import Settings
 from hookpost.store import QUERIES, Store
+from hookpost.store import _connection as store_connection
 from tests.integration.conftest import Keys, Receiver, make_dispatcher, post_event, subscribe
 
 
@@ -113,3 +116,73 @@ async def test_a_database_whose_claims_set_in_flight_is_brought_over(
 
     await make_dispatcher(store, settings).run(until_idle=True)
     assert [request.headers["webhook-id"] for request in receiver.requests] == [sending["id"]]
+
+
+async def test_a_connection_that_failed_unusably_is_not_given_to_the_next_caller(
+    database_url: str,
+) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        first = await pool.fetchval("SELECT pg_backend_pid()")
+        try:
+            async with store_connection(pool):
+                # What asyncpg raises when a connection broke under an operation.
+                raise asyncpg.InternalClientError("cannot switch to state 12")
+        except asyncpg.InternalClientError:
+            pass
+        assert await pool.fetchval("SELECT pg_backend_pid()") != first
+        # A refusal that is not about the connection keeps it.
+        second = await pool.fetchval("SELECT pg_backend_pid()")
+        try:
+            async with store_connection(pool) as connection:
+                await connection.execute("SELECT 1/0")
+        except asyncpg.DivisionByZeroError:
+            pass
+        assert await pool.fetchval("SELECT pg_backend_pid()") == second
+    finally:
+        await pool.close()
+
+
+async def test_every_store_call_recovers_after_its_backends_are_terminated(
+    store: Store, pool: asyncpg.Pool, database_url: str,
+) -> None:
+    await store.count_admin_keys()
+    name = urlsplit(database_url).path.lstrip("/")
+    killer = await asyncpg.connect(database_url)
+    try:
+        await killer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+    finally:
+        await killer.close()
+    for _ in range(3):  # each dead connection fails one caller at most, as DATABASE_DOWN
+        try:
+            await store.count_admin_keys()
+            break
+        except DATABASE_DOWN:
+            continue
+    assert await store.count_admin_keys() == 0
+
+
+class BrokenStore(Store):
+    """A store whose claim has a bug: the dispatcher cannot go on."""
+
+    async def claim_due(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the claim")
+
+
+async def test_health_answers_503_once_the_dispatcher_has_died(
+    pool: asyncpg.Pool, settings: Settings, aiohttp_client: Any,
+) -> None:
+    store = BrokenStore(pool)
+    engine = make_dispatcher(store, settings)
+    api = await aiohttp_client(create_app(settings, store, dispatcher=engine))
+    alive = await api.get("/health")
+    assert (alive.status, (await alive.json())["dispatcher_alive"]) == (200, True)
+
+    with pytest.raises(RuntimeError):
+        await engine.run()
+
+    dead = await api.get("/health")
+    assert dead.status == 503
+    assert await dead.json() == {"status": "failing", "dispatcher_alive": False}

@@ -140,9 +140,10 @@ async def client() -> AsyncIterator[HttpClient]:
 async def post(
     client: HttpClient, url: str, body: bytes = b"{}",
     headers: Sequence[tuple[str, str]] = (("content-type", "application/json"),),
+    on_resend: Callable[[], None] | None = None,
 ) -> HttpResponse:
     async with asyncio.timeout(DEADLINE):
-        return await client.post(url, headers, body)
+        return await client.post(url, headers, body, on_resend=on_resend)
 
 
 async def wait(event: asyncio.Event) -> None:
@@ -278,12 +279,15 @@ async def test_a_kept_alive_connection_closed_without_an_answer_is_retried_on_a_
         await answer_ok(server, reader, writer)
 
     server = await serve(drop_the_second_request)
-    assert (await post(client, server.url())).status == 200
+    resends: list[str] = []
+    assert (await post(client, server.url(), on_resend=lambda: resends.append("/"))).status == 200
+    assert resends == []
 
-    again = await post(client, server.url("/again"))
+    again = await post(client, server.url("/again"), on_resend=lambda: resends.append("/again"))
 
     assert (again.status, again.body) == (200, b"ok")
     assert server.connections == 2
+    assert resends == ["/again"], "the attempt must say it was sent twice"
     assert [request.split(b" ")[1] for request in server.requests] == [
         b"/hook", b"/again", b"/again"
     ]

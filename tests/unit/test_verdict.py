@@ -1,0 +1,131 @@
+"""The verdict on an attempt, from what the send saw to the row and the next state."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from dispatcher.schedule import Outcome
+from dispatcher.verdict import (
+    GONE_REASON,
+    AttemptResult,
+    ErrorKind,
+    classify,
+    cut_off,
+    decide,
+    unknown_outcome,
+)
+from hookpost.store import ClaimedDelivery
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+SCHEDULE = [timedelta(seconds=s) for s in (5, 25, 120, 600, 3600)]
+PENDING = ClaimedDelivery(
+    id="dlv_1", event_id="evt_1", event_type="order.created", subscription_id="sub_1",
+    attempt_count=0, scheduled_attempts=0, status="pending", next_attempt_at=NOW,
+    origin="event", manual=False, taken_over=False, payload=b"{}", url="https://x.test/",
+    secret="whsec_x", previous_secret=None, lease_token="lease_1",
+    lease_expires_at=NOW + timedelta(minutes=2),
+)
+# The sixth and last attempt of the default schedule.
+LAST = replace(PENDING, attempt_count=5, scheduled_attempts=5)
+# A manual redelivery of a delivery that had failed.
+MANUAL = replace(PENDING, attempt_count=6, scheduled_attempts=6, status="failed",
+                 next_attempt_at=None, manual=True)
+
+
+def answered(status: int, headers: dict[str, str] | None = None) -> AttemptResult:
+    return AttemptResult(NOW, 12, status, headers or {}, "body", None, None)
+
+
+def failed(kind: ErrorKind) -> AttemptResult:
+    return AttemptResult(NOW, 12, None, None, None, kind, f"{kind} happened")
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        *[(code, Outcome.RETRY) for code in (None, 300, 301, 304, 308, 429, 500, 502, 503)],
+        *[(code, Outcome.SUCCEEDED) for code in (200, 201, 204, 299)],
+        *[(code, Outcome.FAILED) for code in (400, 401, 403, 404, 409, 410, 422, 499)],
+    ],
+)
+def test_classify(status: int | None, expected: Outcome) -> None:
+    assert classify(status) == expected
+
+
+# (delivery, result) -> (outcome, status, next attempt after NOW, scheduled attempts,
+# error kind, health, disable reason)
+CASES = [
+    ("2xx succeeds", PENDING, answered(200),
+     ("succeeded", "succeeded", None, 1, None, "success", None)),
+    ("5xx retries in 5s", PENDING, answered(500),
+     ("retry", "pending", timedelta(seconds=5), 1, "http", "failure", None)),
+    ("429 retries", PENDING, answered(429),
+     ("retry", "pending", timedelta(seconds=5), 1, "http", "failure", None)),
+    ("Retry-After pushes later", PENDING, answered(503, {"retry-after": "90"}),
+     ("retry", "pending", timedelta(seconds=90), 1, "http", "failure", None)),
+    ("Retry-After only on 429/503", PENDING, answered(500, {"retry-after": "90"}),
+     ("retry", "pending", timedelta(seconds=5), 1, "http", "failure", None)),
+    ("4xx gives up at once", PENDING, answered(404),
+     ("failed", "failed", None, 1, "http", "failure", None)),
+    ("410 gives up and disables", PENDING, answered(410),
+     ("failed", "failed", None, 1, "http", "failure", GONE_REASON)),
+    ("timeout retries", PENDING, failed(ErrorKind.TIMEOUT),
+     ("retry", "pending", timedelta(seconds=5), 1, "timeout", "failure", None)),
+    ("refused destination retries", PENDING, failed(ErrorKind.REFUSED),
+     ("retry", "pending", timedelta(seconds=5), 1, "refused", "failure", None)),
+    ("last attempt fails", LAST, answered(500),
+     ("failed", "failed", None, 6, "http", "failure", None)),
+    ("last attempt succeeds", LAST, answered(204),
+     ("succeeded", "succeeded", None, 6, None, "success", None)),
+    ("manual success ends it", MANUAL, answered(200),
+     ("succeeded", "succeeded", None, 6, None, "success", None)),
+    ("manual failure stays failed", MANUAL, answered(500),
+     ("failed", "failed", None, 6, "http", "failure", None)),
+    ("cut off goes out again now", PENDING, cut_off(NOW - timedelta(seconds=3), NOW),
+     ("retry", "pending", timedelta(0), 0, "cut_off", None, None)),
+    ("cut off manual stays asked for", MANUAL, cut_off(NOW, NOW),
+     ("retry", "failed", None, 6, "cut_off", None, None)),
+    ("unknown send only logged", PENDING, unknown_outcome(NOW - timedelta(minutes=2)),
+     ("retry", "pending", timedelta(0), 0, "unknown", None, None)),
+]
+
+
+@pytest.mark.parametrize(("delivery", "result", "expected"),
+                         [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_decide(
+    delivery: ClaimedDelivery, result: AttemptResult,
+    expected: tuple[str, str, timedelta | None, int, str | None, str | None, str | None],
+) -> None:
+    record = decide(delivery, result, NOW, SCHEDULE)
+    next_at = None if record.next_attempt_at is None else record.next_attempt_at - NOW
+    assert (record.outcome, record.status, next_at, record.scheduled_attempts,
+            record.error_kind, record.health, record.disable_reason) == expected
+    assert record.attempt_number == delivery.attempt_count + 1
+    assert record.lease_token == delivery.lease_token
+
+
+def test_an_http_error_says_its_status() -> None:
+    record = decide(PENDING, answered(502), NOW, SCHEDULE)
+    assert (record.error_kind, record.error_message) == ("http", "HTTP 502")
+    assert record.response_headers == "{}"
+
+
+def test_only_what_moves_a_delivery_moves_it() -> None:
+    assert decide(PENDING, answered(200), NOW, SCHEDULE).moves_delivery
+    assert decide(PENDING, cut_off(NOW, NOW), NOW, SCHEDULE).moves_delivery
+    # The lease that made the unknown send is gone; this dispatcher's own attempt moves it.
+    assert not decide(PENDING, unknown_outcome(NOW), NOW, SCHEDULE).moves_delivery
+
+
+def test_a_manual_attempt_clears_the_request_unless_cut_off() -> None:
+    assert decide(MANUAL, answered(500), NOW, SCHEDULE).manual_done
+    assert not decide(MANUAL, cut_off(NOW, NOW), NOW, SCHEDULE).manual_done
+    assert decide(MANUAL, answered(500), NOW, SCHEDULE).trigger == "manual"
+
+
+def test_a_resend_is_carried_to_the_row() -> None:
+    result = replace(answered(200), resent=True)
+    assert decide(PENDING, result, NOW, SCHEDULE).resent
