@@ -40,6 +40,14 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
 
+-- Limits the receiver asked for, honoured by every dispatcher together: attempts out at
+-- once, and attempts started per second (paced: rate_next_at is when the next may start).
+ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS max_concurrency integer
+    CHECK (max_concurrency > 0);
+ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS rate_limit double precision
+    CHECK (rate_limit > 0);
+ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS rate_next_at timestamptz;
+
 CREATE INDEX IF NOT EXISTS subscriptions_listing
     ON subscriptions (created_at DESC, id DESC) WHERE status <> 'deleted';
 CREATE INDEX IF NOT EXISTS subscriptions_fan_out
@@ -89,12 +97,25 @@ CREATE TABLE IF NOT EXISTS deliveries (
 -- The claim's hot index: only pending rows, ordered by when they are due.
 CREATE INDEX IF NOT EXISTS deliveries_due
     ON deliveries (next_attempt_at) WHERE status = 'pending';
+-- The claim's way round the subscriptions with pending work, oldest due first in each, so
+-- one subscription's backlog never stands in front of another's fresh event.
+CREATE INDEX IF NOT EXISTS deliveries_pending_by_subscription
+    ON deliveries (subscription_id, next_attempt_at) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_manual
     ON deliveries (manual_due_at) WHERE manual_due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries (event_id);
 CREATE INDEX IF NOT EXISTS deliveries_by_subscription
     ON deliveries (subscription_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS deliveries_listing ON deliveries (created_at DESC, id DESC);
+
+-- The attempts out now to subscriptions with a max_concurrency, one row per lease, so every
+-- dispatcher counts what all of them hold. A row whose lease expired counts no more.
+CREATE TABLE IF NOT EXISTS sends_in_flight (
+    subscription_id  text NOT NULL,
+    delivery_id      text NOT NULL,
+    lease_expires_at timestamptz NOT NULL,
+    PRIMARY KEY (subscription_id, delivery_id)
+);
 
 -- A database made when a claim set the status 'in_flight' (keeping the one before in
 -- prior_status) gets its statuses back; its leases stay until they expire.

@@ -38,6 +38,7 @@ class Maintenance:
             today - timedelta(days=1), today + timedelta(days=PARTITION_DAYS_AHEAD)
         )
         cutoff = now - self.settings.retention
+        await self.store.forget_expired_sends(now)
         dropped = await self.store.drop_attempts_partitions(cutoff)
         while await self.store.delete_old_default_attempts(cutoff, DELETE_BATCH) == DELETE_BATCH:
             pass

@@ -8,10 +8,11 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 
+from dispatcher.concurrency import START, Concurrency
 from dispatcher.schedule import Outcome
 from dispatcher.sender import Sender
 from dispatcher.verdict import AttemptResult, cut_off, decide, unknown_outcome
@@ -23,7 +24,6 @@ from hookpost.settings import Settings
 from hookpost.store import AttemptRecord, ClaimedDelivery, Store
 
 NOTIFY_CHANNEL = "hookpost_deliveries"
-_CLAIM_AHEAD = 2  # deliveries held per subscription, in multiples of its send bound
 # While the database is away, waits between tries grow from the first to the last: soon
 # enough that delivery resumes within a few seconds of its return, rare enough not to spin.
 _RETRY_FIRST, _RETRY_LAST = 0.1, 2.0
@@ -62,8 +62,11 @@ class Dispatcher:
         # Deliveries whose request has gone out (or is going), with when it began: what a
         # shutdown cuts off is recorded as cut off, not handed back as unsent.
         self._sent_at: dict[str, tuple[ClaimedDelivery, datetime]] = {}
-        self._per_subscription: Counter[str] = Counter()
-        self._subscription_slots: dict[str, asyncio.Semaphore] = {}
+        self._per_subscription: Counter[str] = Counter()  # deliveries held, by subscription
+        self._sending_to: Counter[str] = Counter()  # of which being sent now
+        self._gates: dict[str, asyncio.Condition] = {}
+        self._concurrency = Concurrency(ceiling=settings.max_per_subscription,
+                                        max_in_flight=settings.max_in_flight)
         self._records: list[AttemptRecord] = []
         self._unrecorded = 0  # attempts sent whose record is not yet in the database
         self._records_ready = asyncio.Event()
@@ -72,6 +75,7 @@ class Dispatcher:
         self._database_down_since: float | None = None
         self._down_wait = _RETRY_FIRST
         self._failed = False
+        self._claimed_at = datetime.min.replace(tzinfo=UTC)  # the time the last claim saw
 
     def stop(self) -> None:
         """Ask the loop to stop: claim nothing new, finish or hand back what is in flight."""
@@ -175,17 +179,17 @@ class Dispatcher:
         free = self._free_slots()
         if free <= 0:
             return 0
-        # Up to twice the per-subscription bound is claimed, so the next attempt to a busy
-        # subscription is already here when a send finishes; the semaphore in _deliver
-        # keeps the sends themselves within the bound.
-        now = self.clock()
+        # Each subscription's room comes from how it has answered (dispatcher/concurrency.py);
+        # the gate in _deliver keeps the sends themselves within its current limit.
+        now = self._claimed_at = self.clock()
+        self._concurrency.forget_idle(self._per_subscription)
         claimed = await self.store.claim_due(
             now,
             min(free, self.settings.claim_batch),
             now + self.settings.lease,
             self.lease_token,
-            self._per_subscription,
-            _CLAIM_AHEAD * self.settings.max_per_subscription,
+            self._concurrency.room(self._per_subscription),
+            START,
         )
         taken_over = 0
         for delivery in claimed:
@@ -221,7 +225,9 @@ class Dispatcher:
             due = await self.store.next_due_at(self.clock())
         except DATABASE_DOWN:
             return poll
-        if due is None:
+        if due is None or due <= self._claimed_at:
+            # Nothing due, or work the last claim saw and could not take (each subscription
+            # with some is at its limit): only a freed slot, new work or the poll lets it in.
             return poll
         return min(poll, max((due - self.clock()).total_seconds(), 0.0))
 
@@ -243,17 +249,29 @@ class Dispatcher:
 
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
         assert self._sender is not None
-        slot = self._subscription_slots.setdefault(
-            delivery.subscription_id, asyncio.Semaphore(self.settings.max_per_subscription)
-        )
+        subscription = delivery.subscription_id
         try:
-            async with slot:
+            if delivery.send_at is not None:  # paced by the subscription's rate_limit
+                await asyncio.sleep(max((delivery.send_at - self.clock()).total_seconds(), 0))
+            gate = self._gates.setdefault(subscription, asyncio.Condition())
+            async with gate:
+                await gate.wait_for(lambda: self._sending_to[subscription] < (
+                    self._concurrency.limit(subscription, delivery.max_concurrency)))
+                self._sending_to[subscription] += 1
+            try:
                 self._sent_at[delivery.id] = (delivery, self.clock())
                 result = await self._sender.send(
                     delivery.url, delivery.event_id, delivery.payload, delivery.signing_secrets
                 )
                 del self._sent_at[delivery.id]
-            self._add_record(self._record(delivery, result))
+            finally:
+                self._sending_to[subscription] -= 1
+            record = self._record(delivery, result)
+            self._concurrency.answered(subscription, succeeded=record.outcome == "succeeded",
+                                       error_kind=record.error_kind)
+            self._add_record(record)
+            async with gate:
+                gate.notify_all()  # a slot is free, and the limit may have grown
         except Exception:
             # A bug must not take the other deliveries down; this one goes out again once
             # its lease expires.
@@ -263,10 +281,11 @@ class Dispatcher:
             self._sent_at.pop(delivery.id, None)
             del self._sending[delivery.id]
             metrics.IN_FLIGHT.dec()
-            self._per_subscription[delivery.subscription_id] -= 1
-            if self._per_subscription[delivery.subscription_id] <= 0:
-                del self._per_subscription[delivery.subscription_id]
-                self._subscription_slots.pop(delivery.subscription_id, None)
+            self._per_subscription[subscription] -= 1
+            if self._per_subscription[subscription] <= 0:
+                del self._per_subscription[subscription]
+                del self._sending_to[subscription]
+                self._gates.pop(subscription, None)
             self._slot_freed.set()
 
     def _record(self, delivery: ClaimedDelivery, result: AttemptResult) -> AttemptRecord:

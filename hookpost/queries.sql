@@ -141,46 +141,108 @@ SELECT * FROM attempts WHERE delivery_id = $1 ORDER BY started_at, attempt_numbe
 
 -- name: claim_due --
 -- Takes up to $2 due deliveries of active subscriptions and leases them to $4 until $3.
--- The dispatcher already holds $7[i] deliveries of subscription $5[i]; with these, it holds
--- at most $6 of any subscription. Due means a manual redelivery asked for by $1, or a
--- pending delivery whose next attempt is due by $1, and not leased, or leased by a lease
--- that expired by $1 (its dispatcher died or stalled; taken_over says so).
-WITH commit_mode AS (
+-- Due means a manual redelivery asked for by $1, or a pending delivery whose next attempt is
+-- due by $1, and not leased, or leased by a lease that expired by $1 (its dispatcher died
+-- or stalled; taken_over says so).
+-- Fair across subscriptions: each subscription with due work is considered by its oldest
+-- due delivery, and each claim takes an equal share from every one of them, so one fresh
+-- event never waits behind another subscription's backlog.
+-- This dispatcher may take $7[i] more of subscription $5[i], and $6 of any other. A
+-- subscription's max_concurrency bounds what every dispatcher holds together, and its
+-- rate_limit paces when each attempt may start (send_at); one dispatcher at a time claims
+-- a limited subscription (the others pass it over for that round).
+WITH RECURSIVE commit_mode AS (
     -- The claim does not wait for its WAL to reach the disk. A lease lost in a crash only
     -- makes its delivery due again (delivery is at least once), and the record of what was
     -- sent commits synchronously, which flushes every claim before it too.
     SELECT set_config('synchronous_commit', 'off', true)
-), held AS (
-    SELECT * FROM unnest($5::text[], $7::int[]) AS h(subscription_id, count)
+), room AS (
+    SELECT * FROM unnest($5::text[], $7::int[]) AS r(subscription_id, room)
+), pending_subscriptions AS (
+    -- Every subscription with a pending delivery, one probe of
+    -- deliveries_pending_by_subscription each, however many deliveries each has.
+    (SELECT subscription_id FROM deliveries WHERE status = 'pending'
+     ORDER BY subscription_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT d.subscription_id FROM deliveries d
+            WHERE d.status = 'pending' AND d.subscription_id > p.subscription_id
+            ORDER BY d.subscription_id LIMIT 1)
+    FROM pending_subscriptions p
+    WHERE p.subscription_id IS NOT NULL
+), ready AS (
+    -- Those with due work that this dispatcher may take more of, longest waiting first.
+    SELECT s.id AS subscription_id, coalesce(r.room, $6) AS room, s.max_concurrency,
+           s.rate_limit, first_due.at
+    FROM pending_subscriptions p
+    JOIN subscriptions s ON s.id = p.subscription_id
+    LEFT JOIN room r ON r.subscription_id = p.subscription_id
+    CROSS JOIN LATERAL (
+        -- Deliveries being sent keep their place in the index: passed over here, at most
+        -- the ones in flight, instead of an index entry written and removed per send.
+        SELECT d.next_attempt_at AS at FROM deliveries d
+        WHERE d.subscription_id = p.subscription_id AND d.status = 'pending'
+          AND d.next_attempt_at <= $1
+          AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $1)
+        ORDER BY d.next_attempt_at
+        LIMIT 1
+    ) first_due
+    WHERE s.status = 'active' AND coalesce(r.room, $6) > 0
+    ORDER BY first_due.at
+    LIMIT $2
+), limited AS (
+    SELECT s.id, s.rate_next_at
+    FROM subscriptions s
+    WHERE s.id IN (SELECT subscription_id FROM ready
+                   WHERE max_concurrency IS NOT NULL OR rate_limit IS NOT NULL)
+    FOR NO KEY UPDATE SKIP LOCKED
+), allowed AS (
+    SELECT r.subscription_id, r.rate_limit, r.max_concurrency,
+           greatest(l.rate_next_at, $1) AS rate_from,
+           CASE
+               WHEN (r.max_concurrency IS NOT NULL OR r.rate_limit IS NOT NULL)
+                    AND l.id IS NULL THEN 0  -- another dispatcher is claiming it now
+               ELSE least(
+                   r.room,
+                   r.max_concurrency - (SELECT count(*) FROM sends_in_flight f
+                                        WHERE f.subscription_id = r.subscription_id
+                                          AND f.lease_expires_at > $1),
+                   -- As many as may start within the next second.
+                   ceil(r.rate_limit * (1 - extract(epoch FROM
+                       greatest(l.rate_next_at, $1) - $1)::float8)))::int
+           END AS take
+    FROM ready r LEFT JOIN limited l ON l.id = r.subscription_id
+), share AS (
+    SELECT greatest(1, ceil($2::float8 / greatest(count(*), 1)))::int AS each
+    FROM allowed WHERE take > 0
+), scheduled AS (
+    SELECT d.id, d.subscription_id, d.next_attempt_at AS due_at, d.taken_over
+    FROM allowed a CROSS JOIN share
+    CROSS JOIN LATERAL (
+        -- No more rows are locked than the claim may take: a row locked and not taken is
+        -- hidden from other dispatchers until this commits, and its lock is written to
+        -- the WAL.
+        SELECT d.id, d.subscription_id, d.next_attempt_at, d.lease_token IS NOT NULL
+            AS taken_over
+        FROM deliveries d
+        WHERE d.subscription_id = a.subscription_id AND d.status = 'pending'
+          AND d.next_attempt_at <= $1
+          AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $1)
+        ORDER BY d.next_attempt_at
+        LIMIT least(a.take, share.each)
+        FOR UPDATE OF d SKIP LOCKED
+    ) d
+    WHERE a.take > 0
 ), manual AS (
     SELECT d.id, d.subscription_id, d.manual_due_at AS due_at, d.lease_token IS NOT NULL
         AS taken_over
     FROM deliveries d
     JOIN subscriptions s ON s.id = d.subscription_id
+    LEFT JOIN room r ON r.subscription_id = d.subscription_id
     WHERE d.manual_due_at <= $1
       AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $1)
       AND s.status = 'active'
-      AND NOT (d.subscription_id = ANY (ARRAY(SELECT subscription_id FROM held WHERE count >= $6)))
+      AND coalesce(r.room, $6) > 0
     ORDER BY d.manual_due_at
-    LIMIT $2
-    FOR UPDATE OF d SKIP LOCKED
-), scheduled AS (
-    SELECT d.id, d.subscription_id, d.next_attempt_at AS due_at, d.lease_token IS NOT NULL
-        AS taken_over
-    FROM deliveries d
-    JOIN subscriptions s ON s.id = d.subscription_id
-    WHERE d.status = 'pending'
-      AND d.next_attempt_at <= $1
-      -- Deliveries being sent stay at the head of deliveries_due: passed over here, at
-      -- most the ones in flight, instead of an index entry written and removed per send.
-      AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $1)
-      AND s.status = 'active'
-      AND NOT (d.subscription_id = ANY (ARRAY(SELECT subscription_id FROM held WHERE count >= $6)))
-    ORDER BY d.next_attempt_at
-    -- No more rows are locked than the claim may take: a row locked and not taken is
-    -- hidden from other dispatchers until this commits, and its lock is written to the
-    -- WAL. Where one subscription's rows fill the window past its bound, this claim takes
-    -- fewer, and the next one, which skips subscriptions at their bound, reaches the rest.
     LIMIT $2
     FOR UPDATE OF d SKIP LOCKED
 ), candidates AS (
@@ -188,30 +250,54 @@ WITH commit_mode AS (
     FROM (SELECT * FROM manual UNION ALL SELECT * FROM scheduled) AS due
     ORDER BY id, due_at
 ), chosen AS (
-    SELECT id, taken_over FROM (
-        SELECT c.id, c.due_at, c.taken_over, coalesce(h.count, 0) AS already,
-               row_number() OVER (PARTITION BY c.subscription_id ORDER BY c.due_at) AS place
-        FROM candidates c LEFT JOIN held h ON h.subscription_id = c.subscription_id
+    SELECT ranked.id, ranked.subscription_id, ranked.due_at, ranked.taken_over, a.rate_limit,
+           a.rate_from, a.max_concurrency
+    FROM (
+        SELECT c.*, row_number() OVER (PARTITION BY c.subscription_id ORDER BY c.due_at)
+            AS place
+        FROM candidates c
     ) AS ranked
-    WHERE already + place <= $6
-    ORDER BY due_at
+    LEFT JOIN room r ON r.subscription_id = ranked.subscription_id
+    LEFT JOIN allowed a ON a.subscription_id = ranked.subscription_id
+    WHERE ranked.place <= coalesce(r.room, $6)
+    -- Round robin: every subscription's first, then every subscription's second, ...
+    ORDER BY ranked.place, ranked.due_at
     LIMIT $2
+), paced AS (
+    SELECT c.*,
+           CASE WHEN c.rate_limit IS NOT NULL THEN c.rate_from + make_interval(secs =>
+               (row_number() OVER (PARTITION BY c.subscription_id ORDER BY c.due_at) - 1)
+               / c.rate_limit) END AS send_at
+    FROM chosen c
 ), claimed AS (
     UPDATE deliveries d
     SET lease_expires_at = $3, lease_token = $4, updated_at = $1
-    FROM chosen
-    WHERE d.id = chosen.id
+    FROM paced
+    WHERE d.id = paced.id
     RETURNING d.id, d.event_id, d.subscription_id, d.attempt_count, d.scheduled_attempts,
               d.status, d.next_attempt_at, d.origin,
-              coalesce(d.manual_due_at <= $1, false) AS manual, chosen.taken_over,
-              d.lease_token, d.lease_expires_at
+              coalesce(d.manual_due_at <= $1, false) AS manual, paced.taken_over,
+              d.lease_token, d.lease_expires_at, paced.send_at, paced.rate_limit,
+              paced.rate_from, paced.max_concurrency
+), paced_on AS (
+    UPDATE subscriptions s
+    SET rate_next_at = c.rate_from + make_interval(secs => c.taken / c.rate_limit)
+    FROM (SELECT subscription_id, min(rate_from) AS rate_from, min(rate_limit) AS rate_limit,
+                 count(*) AS taken
+          FROM claimed WHERE rate_limit IS NOT NULL GROUP BY subscription_id) c
+    WHERE s.id = c.subscription_id
+), counted AS (
+    INSERT INTO sends_in_flight (subscription_id, delivery_id, lease_expires_at)
+    SELECT subscription_id, id, $3 FROM claimed WHERE max_concurrency IS NOT NULL
+    ON CONFLICT (subscription_id, delivery_id)
+        DO UPDATE SET lease_expires_at = excluded.lease_expires_at
 )
 SELECT c.id, c.event_id, c.subscription_id, c.attempt_count, c.scheduled_attempts,
        c.status, c.next_attempt_at, c.origin, c.manual, c.taken_over, e.type AS event_type,
        e.payload, s.url, s.secret,
        CASE WHEN s.previous_secret_expires_at > $1 THEN s.previous_secret END
            AS previous_secret,
-       c.lease_token, c.lease_expires_at
+       c.lease_token, c.lease_expires_at, c.send_at, c.max_concurrency
 FROM claimed c
 JOIN events e ON e.id = c.event_id
 JOIN subscriptions s ON s.id = c.subscription_id
@@ -293,6 +379,11 @@ WITH results AS (
       AND (h.disable_reason IS NOT NULL OR h.last_failure_at IS NOT NULL
            OR s.failing_since IS NOT NULL OR s.last_success_at IS NULL
            OR s.last_success_at < h.last_success_at - interval '1 second')
+), finished AS (
+    DELETE FROM sends_in_flight f
+    USING results r
+    WHERE r.moves_delivery AND f.subscription_id = r.subscription_id
+      AND f.delivery_id = r.delivery_id
 ), recorded AS (
     INSERT INTO attempts
         (delivery_id, attempt_number, trigger, started_at, duration_ms, response_status,
@@ -310,9 +401,19 @@ WHERE h.disable_reason IS NOT NULL AND s.status IN ('active', 'paused');
 
 -- name: release_leases --
 -- Hands back deliveries leased to $1 and not sent, so another dispatcher takes them now.
-UPDATE deliveries
-SET lease_expires_at = NULL, lease_token = NULL, updated_at = $2
-WHERE lease_token = $1 AND id = ANY ($3::text[]);
+WITH released AS (
+    UPDATE deliveries
+    SET lease_expires_at = NULL, lease_token = NULL, updated_at = $2
+    WHERE lease_token = $1 AND id = ANY ($3::text[])
+    RETURNING id, subscription_id
+)
+DELETE FROM sends_in_flight f
+USING released
+WHERE f.subscription_id = released.subscription_id AND f.delivery_id = released.id;
+
+-- name: forget_expired_sends --
+-- Sends in flight whose lease expired by $1 count no more; their rows go.
+DELETE FROM sends_in_flight WHERE lease_expires_at <= $1;
 
 -- name: list_deliveries --
 -- Newest first. $1: the subscription owner's key id, or NULL for every owner's. Filters

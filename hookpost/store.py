@@ -129,6 +129,8 @@ class ClaimedDelivery:
     previous_secret: str | None  # still signing during a rotation's grace period
     lease_token: str  # this dispatcher's lease on it
     lease_expires_at: datetime
+    send_at: datetime | None = None  # not before: the subscription's rate_limit paces it
+    max_concurrency: int | None = None  # what every dispatcher may have out to it at once
 
     @property
     def trigger(self) -> str:
@@ -378,13 +380,13 @@ class Store:
 
     async def claim_due(
         self, now: datetime, limit: int, lease_until: datetime, lease_token: str,
-        held: Mapping[str, int], per_subscription: int,
+        room: Mapping[str, int], default_room: int,
     ) -> list[ClaimedDelivery]:
-        """Lease up to `limit` due deliveries; with those `held` already (a count per
-        subscription), at most `per_subscription` of any one subscription."""
+        """Lease up to `limit` due deliveries, fairly across subscriptions: at most
+        `room[id]` more of each subscription named, `default_room` of any other."""
         rows = await _fetch(
             self.dispatch_pool, QUERIES["claim_due"], now, limit, lease_until, lease_token,
-            list(held), per_subscription, list(held.values()),
+            list(room), default_room, list(room.values()),
         )
         return [ClaimedDelivery(**dict(row)) for row in rows]
 
@@ -436,6 +438,9 @@ class Store:
     async def largest_backlogs(self, limit: int) -> dict[str, int]:
         rows = await _fetch(self.pool, QUERIES["largest_backlogs"], limit)
         return {row["subscription_id"]: row["backlog"] for row in rows}
+
+    async def forget_expired_sends(self, now: datetime) -> None:
+        await _execute(self.pool, QUERIES["forget_expired_sends"], now)
 
     async def release_leases(self, lease_token: str, ids: Sequence[str], now: datetime) -> None:
         await _execute(self.pool, QUERIES["release_leases"], lease_token, now, list(ids))
