@@ -593,3 +593,37 @@ async def test_changing_the_url_to_a_refused_one_keeps_the_old_url(
     subscription = await read.json()
     assert subscription["url"] == HOOK_URL
     assert subscription["description"] == ""
+
+
+# URLs holding characters a URL cannot hold unescaped: urlsplit drops tab, CR and LF, so
+# the host checked was not the one stored.
+
+_UNSAFE_URLS = [
+    *(f"http://127.0.0.1:9/ho{character}ok" for character in
+      ("\r", "\n", "\t", " ", "\x00", "\x01", "\x1f", "\x7f", "\x85", "\x9b", "\u00a0",
+       "\u2028", "\u3000", "\u200b", "\ufeff")),
+    "http://127.0.0.1:9/hook\r\n",
+    " http://127.0.0.1:9/hook",
+    "http://127.0.\n0.1:9/hook",
+    "http://exam\tple.com/hook",
+]
+
+
+@pytest.mark.parametrize("url", _UNSAFE_URLS)
+async def test_a_url_holding_a_control_or_space_is_refused(
+    api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool, url: str
+) -> None:
+    error = await refused_url(api, keys, pool, url)
+    assert ["body", "url"] in [detail["loc"] for detail in error["details"]]
+
+
+@pytest.mark.parametrize("url", _UNSAFE_URLS)
+async def test_changing_the_url_to_one_holding_a_control_or_space_keeps_the_old_url(
+    api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool, existing: Existing, url: str
+) -> None:
+    path = f"/v1/subscriptions/{existing.subscription_id}"
+    async with writes_nothing(pool):
+        response = await api.patch(path, json={"url": url}, headers=keys.auth(keys.subscriber))
+        await assert_error(response, 422, "validation_error")
+    subscription = await (await api.get(path, headers=keys.auth(keys.subscriber))).json()
+    assert subscription["url"] == HOOK_URL
