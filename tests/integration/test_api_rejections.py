@@ -16,6 +16,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from api.app import create_app
+from api.json_input import MAX_DEPTH
 from hookpost.store import Store
 from tests.integration.conftest import Keys, make_settings
 
@@ -150,6 +151,16 @@ def post_event(body: Any, status: int = 422, code: str = "validation_error",
     return Refusal("POST", EVENTS, status, code, key="producer", body=body, **more)
 
 
+def nested_event(depth: int) -> bytes:
+    """An event request body whose arrays and objects nest `depth` levels deep."""
+    lists = depth - 2  # inside the body's object and its data object
+    return b'{"type": "order.created", "data": {"x": ' + b"[" * lists + b"]" * lists + b"}}"
+
+
+def nested_list(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
 NOT_JSON = [
     pytest.param(create_subscription(b'{"url": ', 400, "invalid_json"),
                  id="create-subscription-malformed-json"),
@@ -167,6 +178,20 @@ NOT_JSON = [
     pytest.param(post_event([VALID_EVENT], 400, "invalid_json"), id="post-event-list"),
     pytest.param(post_event("order.created", 400, "invalid_json"), id="post-event-string"),
     pytest.param(post_event(b"null", 400, "invalid_json"), id="post-event-null"),
+    # Nested past MAX_DEPTH: Python's parser once recursed until it gave up (500).
+    pytest.param(post_event(nested_event(MAX_DEPTH + 1), 400, "invalid_json",
+                            mentions="deeper than"), id="post-event-nested-too-deep"),
+    pytest.param(post_event(nested_event(100_000), 400, "invalid_json", mentions="deeper than"),
+                 id="post-event-nested-100000-deep"),
+    pytest.param(create_subscription(b'{"url": "http://127.0.0.1:9/hook", "event_types": '
+                                     + nested_list(5000) + b"}", 400, "invalid_json"),
+                 id="create-subscription-nested-too-deep"),
+    pytest.param(update_subscription(b'{"description": ' + nested_list(5000) + b"}", 400,
+                                     "invalid_json"), id="update-subscription-nested-too-deep"),
+    # JSON Python reads but pydantic does not (once 422): no text can hold a lone surrogate.
+    pytest.param(post_event(b'{"type": "order.created", "data": {"x": "\\udcff"}}', 400,
+                            "invalid_json", mentions="surrogate"),
+                 id="post-event-lone-surrogate"),
 ]
 
 INVALID_FIELDS = [
@@ -331,6 +356,8 @@ def cursor(raw: bytes) -> str:
 
 _FORGED_CURSOR = cursor(b'["not a time", "sub_x"]')
 _YEAR_ZERO_CURSOR = cursor(b'["0001-01-01T00:00:00+05:00", "sub_x"]')
+_SURROGATE_CURSOR = cursor(b'["2026-01-01T00:00:00+00:00", "sub_\\udcff"]')
+_NUMBER_CURSOR = cursor(b'["2026-01-01T00:00:00+00:00", 7]')
 BAD_PAGES = [
     *(pytest.param(Refusal("GET", f"{SUBSCRIPTIONS}?limit={limit}", 422, "validation_error",
                            loc=["query", "limit"]), id=f"limit-{limit or 'empty'}")
@@ -339,6 +366,19 @@ BAD_PAGES = [
                          loc=["query", "cursor"]), id="cursor-garbage"),
     pytest.param(Refusal("GET", f"{SUBSCRIPTIONS}?cursor={_FORGED_CURSOR}", 422,
                          "validation_error", loc=["query", "cursor"]), id="cursor-forged"),
+    # A cursor is opaque: one that is deep JSON inside is as wrong as any other (once 500).
+    pytest.param(Refusal("GET", f"{SUBSCRIPTIONS}?cursor={cursor(nested_list(2000))}", 422,
+                         "validation_error", loc=["query", "cursor"]),
+                 id="cursor-nested-too-deep"),
+    pytest.param(Refusal("GET", f"/v1/deliveries?cursor={cursor(nested_list(2000))}", 422,
+                         "validation_error", loc=["query", "cursor"]),
+                 id="deliveries-cursor-nested-too-deep"),
+    pytest.param(Refusal("GET", f"{SUBSCRIPTIONS}?cursor={_SURROGATE_CURSOR}", 422,
+                         "validation_error", loc=["query", "cursor"]),
+                 id="cursor-id-lone-surrogate"),
+    pytest.param(Refusal("GET", f"{SUBSCRIPTIONS}?cursor={_NUMBER_CURSOR}", 422,
+                         "validation_error", loc=["query", "cursor"]),
+                 id="cursor-id-number"),
 ]
 
 BAD_IDEMPOTENCY_KEYS = [
@@ -593,6 +633,14 @@ async def test_changing_the_url_to_a_refused_one_keeps_the_old_url(
     subscription = await read.json()
     assert subscription["url"] == HOOK_URL
     assert subscription["description"] == ""
+
+
+async def test_an_event_nested_as_deep_as_allowed_is_accepted(
+    api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool,
+) -> None:
+    response = await post_raw(api, keys.producer, nested_event(MAX_DEPTH))
+    assert response.status == 202, await response.text()
+    assert await pool.fetchval("SELECT count(*) FROM events") == 1
 
 
 # URLs holding characters a URL cannot hold unescaped: urlsplit drops tab, CR and LF, so
