@@ -14,6 +14,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from api import json_input, models
 from api.auth import Role, authorize, scope
 from api.errors import ApiError, invalid, not_found, validation_details
+from api.headers import read_header
 from api.openapi import Header, Operation, build_document
 from api.probes import PROBES
 from api.responses import model_response
@@ -292,9 +293,9 @@ def _same_event(event: records.Event, body: models.EventCreate) -> bool:
 
 
 def _idempotency_key(request: web.Request, body: models.EventCreate) -> str | None:
-    header = request.headers.get("Idempotency-Key")
-    if header is not None and not 1 <= len(header) <= 255:
-        raise invalid("Idempotency-Key must be 1 to 255 characters", ["header", "Idempotency-Key"])
+    header = read_header(request, "Idempotency-Key", models.IDEMPOTENCY_KEY_LIMIT)
+    if header == "":
+        raise invalid("Idempotency-Key must not be empty", ["header", "Idempotency-Key"])
     if header is not None and body.idempotency_key is not None and header != body.idempotency_key:
         raise invalid(
             "the Idempotency-Key header and the idempotency_key field differ",

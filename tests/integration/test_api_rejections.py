@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from api.app import create_app
 from api.json_input import MAX_DEPTH
 from hookpost.store import Store
-from tests.integration.conftest import Keys, make_settings
+from tests.integration.conftest import Keys, RawResponse, make_settings, raw_request
 
 TABLES = ("subscriptions", "events", "deliveries", "attempts")
 # Loopback is allowlisted in tests, and no dispatcher runs here, so nothing is ever sent to it.
@@ -44,9 +44,19 @@ async def writes_nothing(pool: asyncpg.Pool) -> AsyncIterator[None]:
 
 async def assert_error(response: ClientResponse, status: int, code: str) -> dict[str, Any]:
     """The response is the JSON error shape with `status` and `code`; returns its `error`."""
-    text = await response.text()
-    assert response.status == status, text
-    assert response.content_type == "application/json", text
+    return error_of(response.status, response.content_type, await response.text(), status, code)
+
+
+def assert_raw_error(response: RawResponse, status: int, code: str) -> dict[str, Any]:
+    """assert_error for an answer read off a plain socket."""
+    content_type = response.headers.get("content-type", "").partition(";")[0]
+    return error_of(response.status, content_type, response.body.decode(), status, code)
+
+
+def error_of(answered: int, content_type: str, text: str, status: int, code: str
+             ) -> dict[str, Any]:
+    assert answered == status, text
+    assert content_type == "application/json", text
     body = json.loads(text)
     assert set(body) == {"error"}
     error: dict[str, Any] = body["error"]
@@ -382,7 +392,8 @@ BAD_PAGES = [
 ]
 
 BAD_IDEMPOTENCY_KEYS = [
-    pytest.param(post_event(VALID_EVENT, headers={"Idempotency-Key": "k" * 256},
+    pytest.param(post_event(VALID_EVENT, 400, "invalid_header",
+                            headers={"Idempotency-Key": "k" * 256},
                             loc=["header", "Idempotency-Key"]),
                  id="idempotency-header-too-long"),
     pytest.param(post_event(VALID_EVENT, headers={"Idempotency-Key": ""},
@@ -633,6 +644,81 @@ async def test_changing_the_url_to_a_refused_one_keeps_the_old_url(
     subscription = await read.json()
     assert subscription["url"] == HOOK_URL
     assert subscription["description"] == ""
+
+
+# Header values hookpost could not store or pass on, sent as raw bytes.
+
+_RAW_EVENT = json.dumps(VALID_EVENT).encode()
+_BAD_HEADER_VALUES = [
+    ("not-utf8", b"\xff\xfe", "not UTF-8"),
+    ("tab", b"key\twith-a-tab", "control character"),
+    ("c1-nel", b"\xc2\x85key", "control character"),  # NEL, a C1 control, as UTF-8
+    ("c1-csi", b"\xc2\x9bkey", "control character"),
+]
+BAD_HEADERS = [
+    *(pytest.param("POST", EVENTS, "Idempotency-Key", value, reason,
+                   id=f"idempotency-key-{label}")
+      for label, value, reason in [*_BAD_HEADER_VALUES,
+                                   ("too-long", b"k" * 256, "over 255 characters")]),
+    *(pytest.param(method, path, "Authorization", b"Bearer " + value, reason,
+                   id=f"{write}-authorization-{label}")
+      for write, method, path in [("post-event", "POST", EVENTS),
+                                  ("create-subscription", "POST", SUBSCRIPTIONS),
+                                  ("list-subscriptions", "GET", SUBSCRIPTIONS)]
+      for label, value, reason in [*_BAD_HEADER_VALUES,
+                                   ("too-long", b"k" * 600, "over 512 characters")]),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "name", "value", "reason"), BAD_HEADERS)
+async def test_a_header_hookpost_cannot_take_is_400_and_writes_nothing(
+    api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool, existing: Existing,
+    method: str, path: str, name: str, value: bytes, reason: str,
+) -> None:
+    headers = [("Content-Type", b"application/json"), (name, value)]
+    if name != "Authorization":
+        headers.append(("Authorization", f"Bearer {keys.producer}".encode()))
+    body = _RAW_EVENT if path == EVENTS else json.dumps(VALID_SUBSCRIPTION).encode()
+    async with writes_nothing(pool):
+        response = await raw_request(api, method, path, headers, body if method == "POST" else b"")
+        error = assert_raw_error(response, 400, "invalid_header")
+    assert error["details"][0]["loc"] == ["header", name]
+    assert reason in error["message"]
+
+
+async def test_an_idempotency_key_sent_twice_is_400_and_writes_nothing(
+    api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool, existing: Existing,
+) -> None:
+    headers = [("Authorization", f"Bearer {keys.producer}".encode()),
+               ("Content-Type", b"application/json"),
+               ("Idempotency-Key", b"k-1"), ("Idempotency-Key", b"k-2")]
+    async with writes_nothing(pool):
+        response = await raw_request(api, "POST", EVENTS, headers, _RAW_EVENT)
+        error = assert_raw_error(response, 400, "invalid_header")
+    assert "more than once" in error["message"]
+
+
+@pytest.mark.parametrize("value", [b"a\x00b", b"a\x7fb", b"a\x01b", b"a\rb"])
+async def test_aiohttp_refuses_nul_del_and_c0_in_headers_before_hookpost_reads_them(
+    api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool, existing: Existing,
+    value: bytes,
+) -> None:
+    # The HTTP parser answers these itself, in plain text: no handler runs, nothing is written.
+    headers = [("Authorization", f"Bearer {keys.producer}".encode()),
+               ("Content-Type", b"application/json"), ("Idempotency-Key", value)]
+    async with writes_nothing(pool):
+        response = await raw_request(api, "POST", EVENTS, headers, _RAW_EVENT)
+    assert response.status == 400, response.body
+
+
+async def test_a_readable_unicode_idempotency_key_is_taken(
+    api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool,
+) -> None:
+    headers = [("Authorization", f"Bearer {keys.producer}".encode()),
+               ("Content-Type", b"application/json"), ("Idempotency-Key", "clé-1".encode())]
+    response = await raw_request(api, "POST", EVENTS, headers, _RAW_EVENT)
+    assert response.status == 202, response.body
+    assert await pool.fetchval("SELECT idempotency_key FROM events") == "clé-1"
 
 
 async def test_an_event_nested_as_deep_as_allowed_is_accepted(
