@@ -10,6 +10,7 @@ from enum import StrEnum
 from aiohttp import web
 
 from api.errors import ApiError
+from api.headers import read_header
 from hookpost.store import ApiKey, Store
 
 
@@ -58,11 +59,14 @@ class KeyCache:
 
 
 KEY_CACHE = web.AppKey("key_cache", KeyCache)
+# Ten times the length of any key hookpost makes.
+AUTHORIZATION_LIMIT = 512
 
 
 async def authorize(request: web.Request, store: Store, *roles: Role) -> ApiKey:
-    """The caller's key, if it is valid and has one of `roles`; else 401 or 403."""
-    header = request.headers.get("Authorization", "")
+    """The caller's key, if it is valid and has one of `roles`; else 401 or 403 (400 if
+    the Authorization header is not text hookpost can read)."""
+    header = read_header(request, "Authorization", AUTHORIZATION_LIMIT) or ""
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError(401, "unauthorized", "send an API key as 'Authorization: Bearer <key>'")

@@ -1,12 +1,15 @@
 """Ingest in batches: events that arrive while a batch is being stored go together in the
 next one, so a busy API commits once per batch instead of once per event. An idle API
-stores each event at once; nothing ever waits for a timer."""
+stores each event at once; nothing ever waits for a timer. A batch the database refuses
+for any reason but being away is stored again one event at a time, so each request still
+stands or falls alone."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 
+from hookpost.database import DATABASE_DOWN
 from hookpost.store import NewEvent, Store
 
 BATCH_LIMIT = 500
@@ -42,11 +45,23 @@ class IngestBatcher:
     ) -> None:
         try:
             counts = await self._store.ingest_events([event for event, _ in batch])
-        except Exception as error:  # each waiting request answers for it (503, 500)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+        except DATABASE_DOWN as error:  # no event could be stored: each answers 503
+            _fail(batch, error)
+            return
+        except Exception as error:
+            if len(batch) == 1:
+                _fail(batch, error)
+                return
+            # One event the database refuses must not fail the others: store each alone.
+            await asyncio.gather(*(self._store_batch([waiting]) for waiting in batch))
             return
         for event, future in batch:
             if not future.done():
                 future.set_result(counts.get(event.id))
+
+
+def _fail(batch: Sequence[tuple[NewEvent, asyncio.Future[int | None]]],
+          error: Exception) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)

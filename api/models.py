@@ -26,7 +26,8 @@ EventFilter = Annotated[str, StringConstraints(pattern=EVENT_FILTER_PATTERN, max
 _NO_NUL = r"^[^\x00]*$"
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=_NO_NUL)]
 Description = Annotated[str, StringConstraints(max_length=1000, pattern=_NO_NUL)]
-IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255,
+IDEMPOTENCY_KEY_LIMIT = 255
+IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=IDEMPOTENCY_KEY_LIMIT,
                                                   pattern=_NO_NUL)]
 Id = Annotated[str, StringConstraints(pattern=_NO_NUL)]
 

@@ -18,7 +18,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _REF = "#/components/schemas/{model}"
 _ERROR_TEXT = {
-    400: "The body is not JSON, or not a JSON object.",
+    400: "The body is not JSON or not a JSON object, or a header is not text hookpost can "
+         "read (not UTF-8, a control character, too long).",
     401: "No API key, or not a valid one.",
     403: "The key's role may not do this.",
     404: "No such resource visible to this key.",
@@ -160,6 +161,8 @@ def _responses(operation: Operation) -> dict[str, Any]:
     else:
         responses[str(operation.status)] = {"description": operation.summary}
     codes = set(operation.errors) | ({503} if operation.reads_database else set())
+    if operation.roles or operation.headers:  # headers it reads may not be readable text
+        codes.add(400)
     if operation.roles:
         codes |= {401, 403}
     if operation.body is not None:

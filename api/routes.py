@@ -5,16 +5,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from api import models
+from api import json_input, models
 from api.auth import Role, authorize, scope
 from api.errors import ApiError, invalid, not_found, validation_details
+from api.headers import read_header
 from api.openapi import Header, Operation, build_document
 from api.probes import PROBES
 from api.responses import model_response
@@ -41,8 +41,8 @@ async def _body(request: web.Request, model: type[Body], *, optional: bool = Fal
     if optional and not raw.strip():
         raw = b"{}"
     try:
-        parsed = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except ValueError as error:  # bad JSON, bad UTF-8, NaN or an infinite number
+        parsed = json_input.loads(raw)
+    except ValueError as error:  # bad JSON or UTF-8, NaN, an infinite number, too deep
         message = f"the request body is not valid JSON: {error}"
         raise ApiError(400, "invalid_json", message) from None
     if not isinstance(parsed, dict):
@@ -50,22 +50,14 @@ async def _body(request: web.Request, model: type[Body], *, optional: bool = Fal
     try:
         return model.model_validate_json(raw)
     except ValidationError as error:
+        if any(item["type"] == "json_invalid" for item in error.errors()):
+            # JSON Python reads and pydantic does not, such as a lone surrogate "\udcff".
+            message = "the request body is not valid JSON: " + error.errors()[0]["msg"]
+            raise ApiError(400, "invalid_json", message) from None
         raise ApiError(
             422, "validation_error", "the request body is not valid",
             validation_details(error, ("body",)),
         ) from None
-
-
-def _refuse_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON; a receiver could not parse a payload holding them.
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if math.isinf(number):
-        raise ValueError(f"{text} is too large for a JSON number")
-    return number
 
 
 def _query(request: web.Request, model: type[Body]) -> Body:
@@ -97,10 +89,11 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
         return None
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, id = json.loads(raw)
-        if "\x00" in str(id):
-            raise ValueError("no id holds a NUL")
-        return datetime.fromisoformat(created_at).astimezone(UTC), str(id)
+        created_at, id = json_input.loads(raw)
+        if not isinstance(id, str) or "\x00" in id:
+            raise ValueError("no id is such a value")
+        id.encode()  # a lone surrogate, which Postgres cannot take, raises UnicodeEncodeError
+        return datetime.fromisoformat(created_at).astimezone(UTC), id
     except (binascii.Error, ValueError, TypeError, OverflowError):
         raise invalid("cursor is not one this API gave out", ["query", "cursor"]) from None
 
@@ -300,9 +293,9 @@ def _same_event(event: records.Event, body: models.EventCreate) -> bool:
 
 
 def _idempotency_key(request: web.Request, body: models.EventCreate) -> str | None:
-    header = request.headers.get("Idempotency-Key")
-    if header is not None and not 1 <= len(header) <= 255:
-        raise invalid("Idempotency-Key must be 1 to 255 characters", ["header", "Idempotency-Key"])
+    header = read_header(request, "Idempotency-Key", models.IDEMPOTENCY_KEY_LIMIT)
+    if header == "":
+        raise invalid("Idempotency-Key must not be empty", ["header", "Idempotency-Key"])
     if header is not None and body.idempotency_key is not None and header != body.idempotency_key:
         raise invalid(
             "the Idempotency-Key header and the idempotency_key field differ",

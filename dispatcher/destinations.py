@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import unicodedata
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -46,8 +47,17 @@ def is_address_allowed(address: IPAddress, allowed: Sequence[IPNetwork]) -> bool
     return not refused
 
 
+# Controls, spaces, invisible format characters, lone surrogates: no URL holds them raw, and
+# urlsplit drops tab, CR and LF, so the host checked would not be the one stored.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+
+
 def check_url_shape(url: str, allow_http: bool) -> str | None:
     """Why `url` can never be a destination, or None if its shape is fine."""
+    unsafe = next((c for c in url if unicodedata.category(c) in _UNSAFE_CATEGORIES), None)
+    if unsafe is not None:
+        return (f"the URL holds U+{ord(unsafe):04X}, a control, space or invisible "
+                "character; percent-encode it")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port

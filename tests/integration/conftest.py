@@ -7,7 +7,7 @@ import contextlib
 import ipaddress
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -277,3 +277,36 @@ async def clocked_api(
 ) -> TestClient[Any, Any]:
     """The REST API reading the test's controllable clock."""
     return await aiohttp_client(create_app(settings, store, clock=clock))
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+
+async def raw_request(
+    api: TestClient[Any, Any], method: str, path: str,
+    headers: Sequence[tuple[str, bytes]] = (), body: bytes = b"",
+) -> RawResponse:
+    """Send a request over a plain socket with header values exactly as given: aiohttp's
+    client refuses to send bytes that are not UTF-8 text."""
+    reader, writer = await asyncio.open_connection(api.host, api.port)
+    lines = [f"{method} {path} HTTP/1.1".encode(), f"Host: {api.host}:{api.port}".encode(),
+             b"Connection: close", f"Content-Length: {len(body)}".encode()]
+    lines += [name.encode() + b": " + value for name, value in headers]
+    try:
+        writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        answer = await reader.read()  # the server closes the connection after answering
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, content = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.split(":", 1) for line in header_lines)
+    return RawResponse(
+        int(status_line.split()[1]),
+        {name.lower(): value.strip() for name, value in fields.items()},
+        content,
+    )

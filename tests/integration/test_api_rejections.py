@@ -16,8 +16,9 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from api.app import create_app
+from api.json_input import MAX_DEPTH
 from hookpost.store import Store
-from tests.integration.conftest import Keys, make_settings
+from tests.integration.conftest import Keys, RawResponse, make_settings, raw_request
 
 TABLES = ("subscriptions", "events", "deliveries", "attempts")
 # Loopback is allowlisted in tests, and no dispatcher runs here, so nothing is ever sent to it.
@@ -43,9 +44,19 @@ async def writes_nothing(pool: asyncpg.Pool) -> AsyncIterator[None]:
 
 async def assert_error(response: ClientResponse, status: int, code: str) -> dict[str, Any]:
     """The response is the JSON error shape with `status` and `code`; returns its `error`."""
-    text = await response.text()
-    assert response.status == status, text
-    assert response.content_type == "application/json", text
+    return error_of(response.status, response.content_type, await response.text(), status, code)
+
+
+def assert_raw_error(response: RawResponse, status: int, code: str) -> dict[str, Any]:
+    """assert_error for an answer read off a plain socket."""
+    content_type = response.headers.get("content-type", "").partition(";")[0]
+    return error_of(response.status, content_type, response.body.decode(), status, code)
+
+
+def error_of(answered: int, content_type: str, text: str, status: int, code: str
+             ) -> dict[str, Any]:
+    assert answered == status, text
+    assert content_type == "application/json", text
     body = json.loads(text)
     assert set(body) == {"error"}
     error: dict[str, Any] = body["error"]
@@ -150,6 +161,16 @@ def post_event(body: Any, status: int = 422, code: str = "validation_error",
     return Refusal("POST", EVENTS, status, code, key="producer", body=body, **more)
 
 
+def nested_event(depth: int) -> bytes:
+    """An event request body whose arrays and objects nest `depth` levels deep."""
+    lists = depth - 2  # inside the body's object and its data object
+    return b'{"type": "order.created", "data": {"x": ' + b"[" * lists + b"]" * lists + b"}}"
+
+
+def nested_list(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
 NOT_JSON = [
     pytest.param(create_subscription(b'{"url": ', 400, "invalid_json"),
                  id="create-subscription-malformed-json"),
@@ -167,6 +188,20 @@ NOT_JSON = [
     pytest.param(post_event([VALID_EVENT], 400, "invalid_json"), id="post-event-list"),
     pytest.param(post_event("order.created", 400, "invalid_json"), id="post-event-string"),
     pytest.param(post_event(b"null", 400, "invalid_json"), id="post-event-null"),
+    # Nested past MAX_DEPTH: Python's parser once recursed until it gave up (500).
+    pytest.param(post_event(nested_event(MAX_DEPTH + 1), 400, "invalid_json",
+                            mentions="deeper than"), id="post-event-nested-too-deep"),
+    pytest.param(post_event(nested_event(100_000), 400, "invalid_json", mentions="deeper than"),
+                 id="post-event-nested-100000-deep"),
+    pytest.param(create_subscription(b'{"url": "http://127.0.0.1:9/hook", "event_types": '
+                                     + nested_list(5000) + b"}", 400, "invalid_json"),
+                 id="create-subscription-nested-too-deep"),
+    pytest.param(update_subscription(b'{"description": ' + nested_list(5000) + b"}", 400,
+                                     "invalid_json"), id="update-subscription-nested-too-deep"),
+    # JSON Python reads but pydantic does not (once 422): no text can hold a lone surrogate.
+    pytest.param(post_event(b'{"type": "order.created", "data": {"x": "\\udcff"}}', 400,
+                            "invalid_json", mentions="surrogate"),
+                 id="post-event-lone-surrogate"),
 ]
 
 INVALID_FIELDS = [
@@ -331,6 +366,8 @@ def cursor(raw: bytes) -> str:
 
 _FORGED_CURSOR = cursor(b'["not a time", "sub_x"]')
 _YEAR_ZERO_CURSOR = cursor(b'["0001-01-01T00:00:00+05:00", "sub_x"]')
+_SURROGATE_CURSOR = cursor(b'["2026-01-01T00:00:00+00:00", "sub_\\udcff"]')
+_NUMBER_CURSOR = cursor(b'["2026-01-01T00:00:00+00:00", 7]')
 BAD_PAGES = [
     *(pytest.param(Refusal("GET", f"{SUBSCRIPTIONS}?limit={limit}", 422, "validation_error",
                            loc=["query", "limit"]), id=f"limit-{limit or 'empty'}")
@@ -339,10 +376,24 @@ BAD_PAGES = [
                          loc=["query", "cursor"]), id="cursor-garbage"),
     pytest.param(Refusal("GET", f"{SUBSCRIPTIONS}?cursor={_FORGED_CURSOR}", 422,
                          "validation_error", loc=["query", "cursor"]), id="cursor-forged"),
+    # A cursor is opaque: one that is deep JSON inside is as wrong as any other (once 500).
+    pytest.param(Refusal("GET", f"{SUBSCRIPTIONS}?cursor={cursor(nested_list(2000))}", 422,
+                         "validation_error", loc=["query", "cursor"]),
+                 id="cursor-nested-too-deep"),
+    pytest.param(Refusal("GET", f"/v1/deliveries?cursor={cursor(nested_list(2000))}", 422,
+                         "validation_error", loc=["query", "cursor"]),
+                 id="deliveries-cursor-nested-too-deep"),
+    pytest.param(Refusal("GET", f"{SUBSCRIPTIONS}?cursor={_SURROGATE_CURSOR}", 422,
+                         "validation_error", loc=["query", "cursor"]),
+                 id="cursor-id-lone-surrogate"),
+    pytest.param(Refusal("GET", f"{SUBSCRIPTIONS}?cursor={_NUMBER_CURSOR}", 422,
+                         "validation_error", loc=["query", "cursor"]),
+                 id="cursor-id-number"),
 ]
 
 BAD_IDEMPOTENCY_KEYS = [
-    pytest.param(post_event(VALID_EVENT, headers={"Idempotency-Key": "k" * 256},
+    pytest.param(post_event(VALID_EVENT, 400, "invalid_header",
+                            headers={"Idempotency-Key": "k" * 256},
                             loc=["header", "Idempotency-Key"]),
                  id="idempotency-header-too-long"),
     pytest.param(post_event(VALID_EVENT, headers={"Idempotency-Key": ""},
@@ -593,3 +644,120 @@ async def test_changing_the_url_to_a_refused_one_keeps_the_old_url(
     subscription = await read.json()
     assert subscription["url"] == HOOK_URL
     assert subscription["description"] == ""
+
+
+# Header values hookpost could not store or pass on, sent as raw bytes.
+
+_RAW_EVENT = json.dumps(VALID_EVENT).encode()
+_BAD_HEADER_VALUES = [
+    ("not-utf8", b"\xff\xfe", "not UTF-8"),
+    ("tab", b"key\twith-a-tab", "control character"),
+    ("c1-nel", b"\xc2\x85key", "control character"),  # NEL, a C1 control, as UTF-8
+    ("c1-csi", b"\xc2\x9bkey", "control character"),
+]
+BAD_HEADERS = [
+    *(pytest.param("POST", EVENTS, "Idempotency-Key", value, reason,
+                   id=f"idempotency-key-{label}")
+      for label, value, reason in [*_BAD_HEADER_VALUES,
+                                   ("too-long", b"k" * 256, "over 255 characters")]),
+    *(pytest.param(method, path, "Authorization", b"Bearer " + value, reason,
+                   id=f"{write}-authorization-{label}")
+      for write, method, path in [("post-event", "POST", EVENTS),
+                                  ("create-subscription", "POST", SUBSCRIPTIONS),
+                                  ("list-subscriptions", "GET", SUBSCRIPTIONS)]
+      for label, value, reason in [*_BAD_HEADER_VALUES,
+                                   ("too-long", b"k" * 600, "over 512 characters")]),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "name", "value", "reason"), BAD_HEADERS)
+async def test_a_header_hookpost_cannot_take_is_400_and_writes_nothing(
+    api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool, existing: Existing,
+    method: str, path: str, name: str, value: bytes, reason: str,
+) -> None:
+    headers = [("Content-Type", b"application/json"), (name, value)]
+    if name != "Authorization":
+        headers.append(("Authorization", f"Bearer {keys.producer}".encode()))
+    body = _RAW_EVENT if path == EVENTS else json.dumps(VALID_SUBSCRIPTION).encode()
+    async with writes_nothing(pool):
+        response = await raw_request(api, method, path, headers, body if method == "POST" else b"")
+        error = assert_raw_error(response, 400, "invalid_header")
+    assert error["details"][0]["loc"] == ["header", name]
+    assert reason in error["message"]
+
+
+async def test_an_idempotency_key_sent_twice_is_400_and_writes_nothing(
+    api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool, existing: Existing,
+) -> None:
+    headers = [("Authorization", f"Bearer {keys.producer}".encode()),
+               ("Content-Type", b"application/json"),
+               ("Idempotency-Key", b"k-1"), ("Idempotency-Key", b"k-2")]
+    async with writes_nothing(pool):
+        response = await raw_request(api, "POST", EVENTS, headers, _RAW_EVENT)
+        error = assert_raw_error(response, 400, "invalid_header")
+    assert "more than once" in error["message"]
+
+
+@pytest.mark.parametrize("value", [b"a\x00b", b"a\x7fb", b"a\x01b", b"a\rb"])
+async def test_aiohttp_refuses_nul_del_and_c0_in_headers_before_hookpost_reads_them(
+    api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool, existing: Existing,
+    value: bytes,
+) -> None:
+    # The HTTP parser answers these itself, in plain text: no handler runs, nothing is written.
+    headers = [("Authorization", f"Bearer {keys.producer}".encode()),
+               ("Content-Type", b"application/json"), ("Idempotency-Key", value)]
+    async with writes_nothing(pool):
+        response = await raw_request(api, "POST", EVENTS, headers, _RAW_EVENT)
+    assert response.status == 400, response.body
+
+
+async def test_a_readable_unicode_idempotency_key_is_taken(
+    api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool,
+) -> None:
+    headers = [("Authorization", f"Bearer {keys.producer}".encode()),
+               ("Content-Type", b"application/json"), ("Idempotency-Key", "clé-1".encode())]
+    response = await raw_request(api, "POST", EVENTS, headers, _RAW_EVENT)
+    assert response.status == 202, response.body
+    assert await pool.fetchval("SELECT idempotency_key FROM events") == "clé-1"
+
+
+async def test_an_event_nested_as_deep_as_allowed_is_accepted(
+    api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool,
+) -> None:
+    response = await post_raw(api, keys.producer, nested_event(MAX_DEPTH))
+    assert response.status == 202, await response.text()
+    assert await pool.fetchval("SELECT count(*) FROM events") == 1
+
+
+# URLs holding characters a URL cannot hold unescaped: urlsplit drops tab, CR and LF, so
+# the host checked was not the one stored.
+
+_UNSAFE_URLS = [
+    *(f"http://127.0.0.1:9/ho{character}ok" for character in
+      ("\r", "\n", "\t", " ", "\x00", "\x01", "\x1f", "\x7f", "\x85", "\x9b", "\u00a0",
+       "\u2028", "\u3000", "\u200b", "\ufeff")),
+    "http://127.0.0.1:9/hook\r\n",
+    " http://127.0.0.1:9/hook",
+    "http://127.0.\n0.1:9/hook",
+    "http://exam\tple.com/hook",
+]
+
+
+@pytest.mark.parametrize("url", _UNSAFE_URLS)
+async def test_a_url_holding_a_control_or_space_is_refused(
+    api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool, url: str
+) -> None:
+    error = await refused_url(api, keys, pool, url)
+    assert ["body", "url"] in [detail["loc"] for detail in error["details"]]
+
+
+@pytest.mark.parametrize("url", _UNSAFE_URLS)
+async def test_changing_the_url_to_one_holding_a_control_or_space_keeps_the_old_url(
+    api: TestClient[Any, Any], keys: Keys, pool: asyncpg.Pool, existing: Existing, url: str
+) -> None:
+    path = f"/v1/subscriptions/{existing.subscription_id}"
+    async with writes_nothing(pool):
+        response = await api.patch(path, json={"url": url}, headers=keys.auth(keys.subscriber))
+        await assert_error(response, 422, "validation_error")
+    subscription = await (await api.get(path, headers=keys.auth(keys.subscriber))).json()
+    assert subscription["url"] == HOOK_URL

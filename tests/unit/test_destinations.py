@@ -80,6 +80,19 @@ def test_allowed_networks_open_only_themselves(address: str, allowed: bool) -> N
         ("https://user@hooks.example.com/in", False, False),
         ("https://hooks.example.com:99999/in", False, False),
         ("https://hooks.example.com:port/in", False, False),
+        ("https://hooks.example.com/caf\u00e9", False, True),  # non-ASCII is sent encoded
+        ("https://b\u00fccher.example/in", False, True),
+        ("https://hooks.example.com/a%20b%0D%0A", False, True),  # already percent-encoded
+        # Controls (C0, DEL, C1), whitespace and invisible characters, anywhere
+        *((f"https://hooks.example.com/i{character}n", False, False) for character in (
+            "\x00", "\x01", "\t", "\n", "\r", "\x1b", "\x1f", "\x7f", "\x80", "\x85", "\x9f",
+            " ", "\u00a0", "\u1680", "\u2003", "\u2028", "\u2029", "\u202f", "\u3000",
+            "\u200b", "\u200e", "\u202e", "\ufeff", "\udcff",
+        )),
+        ("https://hooks.exa\nmple.com/in", False, False),  # urlsplit would drop the LF
+        ("https://hooks.example.com/in\r\n", False, False),
+        (" https://hooks.example.com/in", False, False),
+        ("https://hooks.example.com/in ", False, False),
     ],
 )
 def test_check_url_shape(url: str, allow_http: bool, fine: bool) -> None:
@@ -110,3 +123,9 @@ async def test_check_destination_names_the_refused_address() -> None:
     reason = await check_destination("https://127.0.0.1/x", [], allow_http=False)
     assert reason is not None
     assert "127.0.0.1" in reason
+
+
+def test_check_url_shape_names_the_character() -> None:
+    reason = check_url_shape("https://hooks.example.com/in\r\nX-Injected: 1", False)
+    assert reason is not None
+    assert "U+000D" in reason

@@ -14,7 +14,9 @@ from hookpost.store import NewEvent, Store
 
 
 class FakeStore:
-    """Counts the batches it is asked to store; events named 'dup-*' were made before."""
+    """Counts the batches it is asked to store; events named 'dup-*' were made before, and
+    a batch holding one named 'bad-*' is refused, as Postgres refuses a value it cannot
+    take."""
 
     def __init__(self, fail: bool = False) -> None:
         self.batches: list[list[str]] = []
@@ -25,6 +27,8 @@ class FakeStore:
         await asyncio.sleep(0.01)  # a round trip to the database
         if self.fail:
             raise ConnectionResetError("the database went away")
+        if any(event.id.startswith("bad-") for event in events):
+            raise ValueError("invalid input for query argument $5")
         return {event.id: 2 for event in events if not event.id.startswith("dup-")}
 
 
@@ -68,6 +72,7 @@ async def test_a_failed_batch_fails_each_of_its_requests_and_the_next_starts_afr
         *(ingest.ingest(event(f"evt_{n}")) for n in range(3)), return_exceptions=True
     )
     assert all(isinstance(result, ConnectionResetError) for result in results)
+    assert store.batches == [["evt_0", "evt_1", "evt_2"]]  # not tried again one by one
     store.fail = False
     assert await ingest.ingest(event("evt_later")) == 2
 
@@ -79,3 +84,29 @@ async def test_every_request_gets_its_own_answer(count: int) -> None:
     ids = [f"evt_{n}" if n % 2 else f"dup-{n}" for n in range(count)]
     answers = await asyncio.gather(*(ingest.ingest(event(id)) for id in ids))
     assert answers == [None if id.startswith("dup-") else 2 for id in ids]
+
+
+async def test_an_event_the_database_refuses_fails_alone_and_the_rest_are_stored() -> None:
+    store = FakeStore()
+    ingest = batcher(store)
+    first = asyncio.create_task(ingest.ingest(event("evt_first")))
+    await asyncio.sleep(0.001)  # its batch is being stored; the rest wait together
+    ids = ["evt_0", "dup-1", "bad-2", "evt_3"]
+    results: list[Any] = await asyncio.gather(
+        *(ingest.ingest(event(id)) for id in ids), return_exceptions=True
+    )
+    assert await first == 2
+    assert results[0] == 2
+    assert results[1] is None
+    assert isinstance(results[2], ValueError)
+    assert results[3] == 2
+    # The batch once, then each of its events alone.
+    assert store.batches == [["evt_first"], ids, *([id] for id in ids)]
+
+
+async def test_a_batch_that_fails_alone_is_not_tried_again() -> None:
+    store = FakeStore()
+    with pytest.raises(ValueError, match="invalid input"):
+        await batcher(store).ingest(event("bad-1"))
+    assert store.batches == [["bad-1"]]
+
