@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint unit integration bench clean
+.PHONY: install run test lint unit integration faults bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ unit: install
 
 integration: install
 	$(BIN)/python -m pytest tests/integration
+
+# Postgres restarts, crashes and outages under load, each fault three times (`make test` runs
+# each once); FAULT_ARGS passes more, e.g. FAULT_ARGS="--fault-away 60 -k away".
+faults: install
+	$(BIN)/python -m pytest tests/faults --fault-repeat 3 $(FAULT_ARGS)
 
 test: lint
 	$(BIN)/python -m pytest
