@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,8 +33,11 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 import psutil
+from pgqueuer import Queries
 
 from api.auth import Role, create_key
+from bench import pgqueuer_sender
+from bench.loadgen import percentile
 from dispatcher.signing import new_secret, signature_header
 from hookpost.database import create_pool, migrate, start_embedded
 from hookpost.store import QUERIES as HOOKPOST_QUERIES
@@ -44,6 +48,11 @@ RESULTS = HERE / "results"
 QUERIES = load_queries(HERE / "bench.sql")
 SUBSCRIPTIONS = 16  # spread so the per-subscription bound (16) is not the limit
 E2E_PER_SUBSCRIPTION = 64  # the end-to-end run's one receiver takes this many at once
+NOISY_RATE = 5  # events/s posted for the noisy run's one healthy subscription
+NOISY_BACKLOG = 300  # due deliveries each hanging endpoint starts with
+STORM_DOWN_SECONDS = 4.0  # at most; shorter than the first retry wait (5 s)
+STORM_DELAY_MS = 20  # what each request takes the recovered endpoint
+STORM_LIMITS = {"max_concurrency": 4, "rate_limit": 50}
 STARTED = time.monotonic()
 
 
@@ -59,10 +68,18 @@ class Plan:
     work_seconds: float  # the dispatcher runs get at least this long at the limit's rate
     backlogs: tuple[int, int]
     table_rows: tuple[int, int]
+    noisy_runs: tuple[tuple[int, int], ...]  # (hanging endpoints, dispatchers)
+    noisy_seconds: float  # how long events are posted to the healthy subscription
+    noisy_grace: float  # how long its missing events may still arrive after that
+    storm_runs: tuple[tuple[int, bool], ...]  # (dispatchers, with the subscription's limits)
+    storm_backlog: int
 
 
-FULL = Plan(False, 2, 10, 30_000, 10, 20, 1000, 10, (10_000, 1_000_000), (10_000, 10_000_000))
-QUICK = Plan(True, 1, 3, 3_000, 3, 5, 1000, 0, (1_000, 20_000), (1_000, 100_000))
+FULL = Plan(False, 2, 10, 30_000, 10, 20, 1000, 10, (10_000, 1_000_000), (10_000, 10_000_000),
+            ((0, 1), (10, 1), (40, 1), (200, 1), (200, 2)), 30, 10,
+            ((1, False), (2, False), (2, True)), 3_000)
+QUICK = Plan(True, 1, 3, 3_000, 3, 5, 1000, 0, (1_000, 20_000), (1_000, 100_000),
+             ((0, 1), (10, 1)), 6, 3, ((1, False), (2, True)), 300)
 MOST_DELIVERIES = 120_000  # keeps the Celery rounds, at a seventh of the speed, in time
 
 
@@ -160,20 +177,29 @@ class Receiver:
         assert self.process.stdout.readline().strip() == "ready"
         self.base = f"http://127.0.0.1:{self.port}"
 
-    async def call(self, method: str, path: str) -> Any:
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
         async with aiohttp.ClientSession() as client, client.request(
-                method, self.base + path) as answer:
+                method, self.base + path, json=body) as answer:
             return await answer.json()
 
+    async def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = await self.call("GET", "/stats")
+        return stats
+
     async def count(self) -> int:
-        stats = await self.call("GET", "/stats")
-        return int(stats["count"])
+        return int((await self.stats())["count"])
 
     async def arrivals(self) -> list[tuple[str, float]]:
         return [(id, at) for id, at in await self.call("GET", "/arrivals")]
 
     async def reset(self) -> None:
+        """Forget every arrival and every endpoint's configuration."""
         await self.call("POST", "/reset")
+
+    async def configure(self, endpoint: str, status: int = 200, delay_ms: float = 0) -> None:
+        """Answer requests to /ENDPOINT/... with `status` after `delay_ms`, and count them."""
+        await self.call("POST", f"/endpoints/{endpoint}", {"status": status,
+                                                           "delay_ms": delay_ms})
 
     async def wait_for(self, count: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -231,14 +257,15 @@ def deliveries_for(plan: Plan, limit_per_second: float) -> int:
 
 
 async def until_drained(store: Store, receiver: Receiver, deliveries: int,
-                        timeout: float) -> float:
-    """Wait until no delivery is unfinished; the unix time it was seen so.
+                        timeout: float, unfinished: str = "unfinished_deliveries") -> float:
+    """Wait until no delivery is unfinished (by query `unfinished`); the unix time it was
+    seen so.
 
-    Counting unfinished rows scans the table, which would take CPU from the dispatchers
+    Counting unfinished rows scans the table, which would take CPU from the senders
     being measured, so the table is only asked once the receiver has every delivery."""
     deadline = time.monotonic() + timeout
     await receiver.wait_for(deliveries, timeout)
-    while await store.pool.fetchval(QUERIES["unfinished_deliveries"]) > 0:
+    while await store.pool.fetchval(QUERIES[unfinished]) > 0:
         if time.monotonic() > deadline:
             raise TimeoutError("the backlog did not drain")
         await asyncio.sleep(0.01)
@@ -262,6 +289,44 @@ def busy_seconds(times: Any) -> float:
     return float(times.user + times.nice + times.system + times.irq + times.softirq)
 
 
+async def first_arrival(receiver: Receiver, running: list[subprocess.Popen[str]]) -> None:
+    """Wait past the `running` senders' start-up: until something arrives."""
+    deadline = time.monotonic() + 60
+    while await receiver.count() < 1:
+        ended = [process.args for process in running if process.poll() is not None]
+        if ended:
+            raise RuntimeError(f"ended before sending anything: {ended}")
+        if time.monotonic() > deadline:
+            raise TimeoutError("nothing arrived within 60 s")
+        await asyncio.sleep(0.05)
+
+
+async def drain(store: Store, receiver: Receiver, deliveries: int,
+                running: list[subprocess.Popen[str]], unfinished: str,
+                recorded: str) -> dict[str, float]:
+    """Let the `running` senders deliver the preloaded `deliveries`, then stop them; the
+    rate from the first arrival until the query `unfinished` counts none."""
+    try:
+        await first_arrival(receiver, running)
+        before, began = psutil.cpu_times(), time.time()
+        drained_at = await until_drained(store, receiver, deliveries, 600, unfinished)
+        busy = busy_seconds(psutil.cpu_times()) - busy_seconds(before)
+    finally:
+        for process in running:
+            stop(process)
+    attempts = await store.pool.fetchval(QUERIES[recorded])
+    arrivals = await receiver.arrivals()
+    first = min(at for _, at in arrivals)
+    took = drained_at - first
+    return {"per_second": deliveries / took, "seconds": took,
+            "deliveries": deliveries, "attempts_recorded": attempts,
+            "received": len(arrivals),
+            # Of all the cores, from the first arrival to the drain: how busy the machine
+            # was, and the CPU each delivery cost every process together.
+            "machine_busy": busy / ((drained_at - began) * (os.cpu_count() or 1)),
+            "cpu_ms_per_delivery": busy * 1000 / deliveries}
+
+
 async def hookpost_dispatchers(deliveries: int, postgres: Postgres, receiver: Receiver,
                                processes: int) -> dict[str, float]:
     url = await postgres.fresh()
@@ -270,25 +335,43 @@ async def hookpost_dispatchers(deliveries: int, postgres: Postgres, receiver: Re
         await receiver.reset()
         running = [python("-m", "hookpost.cli", "dispatcher", env=hookpost_env(url))
                    for _ in range(processes)]
-        try:
-            await receiver.wait_for(1, timeout=60)  # past the processes' start-up
-            before, began = psutil.cpu_times(), time.time()
-            drained_at = await until_drained(store, receiver, deliveries, timeout=600)
-            busy = busy_seconds(psutil.cpu_times()) - busy_seconds(before)
-        finally:
-            for process in running:
-                stop(process)
-        recorded = await store.pool.fetchval(QUERIES["attempts_recorded"])
-    arrivals = await receiver.arrivals()
-    first = min(at for _, at in arrivals)
-    took = drained_at - first
-    return {"per_second": deliveries / took, "seconds": took,
-            "deliveries": deliveries, "attempts_recorded": recorded,
-            "received": len(arrivals),
-            # Of all the cores, from the first arrival to the drain: how busy the machine
-            # was, and the CPU each delivery cost every process together.
-            "machine_busy": busy / ((drained_at - began) * (os.cpu_count() or 1)),
-            "cpu_ms_per_delivery": busy * 1000 / deliveries}
+        return await drain(store, receiver, deliveries, running, "unfinished_deliveries",
+                           "attempts_recorded")
+
+
+def webhook_body() -> bytes:
+    return json.dumps({"type": "bench.event", "data": {"pad": "x" * 1000}}).encode()
+
+
+async def pgqueuer(deliveries: int, postgres: Postgres, receiver: Receiver) -> dict[str, float]:
+    """The same messages as jobs of bench/pgqueuer_sender.py, run by one `pgq run`."""
+    url = await postgres.fresh()
+    connection = await asyncpg.connect(url)
+    try:
+        queries = Queries.from_asyncpg_connection(connection)
+        await queries.install()
+        await queries.optimize_autovacuum()  # `pgq autovac`, as its docs ask
+        await connection.execute(QUERIES["pgqueuer_tables"])
+        endpoints = [f"ep_{number}" for number in range(SUBSCRIPTIONS)]
+        for number, endpoint in enumerate(endpoints):
+            await connection.execute(QUERIES["pgqueuer_add_endpoint"], endpoint,
+                                     f"{receiver.base}/pgqueuer/s{number}", new_secret())
+        body = webhook_body()
+        for start in range(0, deliveries, 10_000):  # bounded statements
+            size = min(10_000, deliveries - start)
+            await queries.enqueue(
+                [pgqueuer_sender.ENTRYPOINT] * size, [body] * size, [0] * size,
+                headers=[{"endpoint": endpoints[number % SUBSCRIPTIONS],
+                          "message": f"evt_pgq_{number}"}
+                         for number in range(start, start + size)])
+        await connection.execute("ANALYZE")
+    finally:
+        await connection.close()
+    async with store_of(url) as store:
+        await receiver.reset()
+        consumer = python("-m", "bench.pgqueuer_sender", env=hookpost_env(url))
+        return await drain(store, receiver, deliveries, [consumer], "pgqueuer_unfinished",
+                           "pgqueuer_attempts_recorded")
 
 
 async def celery(deliveries: int, receiver: Receiver) -> dict[str, float] | None:
@@ -302,7 +385,7 @@ async def celery(deliveries: int, receiver: Receiver) -> dict[str, float] | None
         return None
     await receiver.reset()
     secret = new_secret()
-    body = json.dumps({"type": "bench.event", "data": {"pad": "x" * 1000}})
+    body = webhook_body().decode()
     for number in range(deliveries):
         id = f"evt_celery_{number}"
         timestamp = int(time.time())
@@ -427,6 +510,134 @@ async def end_to_end(plan: Plan, postgres: Postgres, receiver: Receiver) -> dict
             "ingest_p50_ms": measured["p50_ms"], "ingest_p99_ms": measured["p99_ms"]}
 
 
+async def noisy(plan: Plan, postgres: Postgres, receiver: Receiver, hangers: int,
+                processes: int) -> dict[str, float]:
+    """One healthy subscription offered NOISY_RATE events/s through the API, beside
+    `hangers` endpoints that never answer, each with NOISY_BACKLOG deliveries due."""
+    url = await postgres.fresh()
+    async with store_of(url) as store:
+        _, admin = await create_key(store, Role.ADMIN, "bench")
+        now = datetime.now(UTC)
+        # The posted events match only the healthy subscription; the hanging ones get
+        # theirs from the preload.
+        await store.insert_subscription(admin.id, f"{receiver.base}/healthy/s0",
+                                        ["bench.event"], "", "active", new_secret(), now)
+        hanging = [(await store.insert_subscription(
+            admin.id, f"{receiver.base}/hang/h{number}", ["noise.event"], "", "active",
+            new_secret(), now)).id for number in range(hangers)]
+        if hanging:
+            await store.pool.execute(QUERIES["preload_events"], NOISY_BACKLOG, admin.id)
+            await store.pool.execute(QUERIES["preload_deliveries_each"], NOISY_BACKLOG,
+                                     hanging)
+            await store.pool.execute("ANALYZE")
+        key, _ = await create_key(store, Role.PRODUCER, "bench")
+    await receiver.reset()
+    await receiver.configure("healthy")
+    port = free_port()
+    api = await api_process(url, port)
+    # A short grace: on stop, the attempts still held open are not worth waiting for.
+    running = [python("-m", "hookpost.cli", "dispatcher",
+                      env=hookpost_env(url, shutdown_grace="1s")) for _ in range(processes)]
+    accepted_file = Path(tempfile.mkstemp(suffix=".json")[1])
+    try:
+        await asyncio.sleep(2)  # the dispatchers listen, and the hanging endpoints hold on
+        load = python("-m", "bench.loadgen", f"http://127.0.0.1:{port}", key,
+                      str(plan.noisy_seconds), str(NOISY_RATE), "--rate", str(accepted_file),
+                      stdout=subprocess.PIPE)
+        output, _ = load.communicate()
+        measured = json.loads(output)
+        deadline = time.monotonic() + plan.noisy_grace
+        while time.monotonic() < deadline:
+            stats = await receiver.stats()
+            if stats["endpoints"]["healthy"]["count"] >= measured["events"]:
+                break
+            await asyncio.sleep(0.1)
+        ended = time.time()
+        stats = await receiver.stats()
+    finally:
+        for process in running:
+            stop(process)
+        stop(api)
+    accepted = dict(json.loads(accepted_file.read_text()))
+    accepted_file.unlink()
+    arrived: dict[str, float] = {}
+    for id, at in await receiver.arrivals():
+        if id in accepted:
+            arrived.setdefault(id, at)
+    # A missing event counts as having waited until the end: its latency is a lower bound.
+    latencies = [(arrived.get(id, ended) - at) * 1000 for id, at in accepted.items()]
+    return {"hangers": hangers, "dispatchers": processes, "events": len(accepted),
+            "missing": len(accepted) - len(arrived),
+            "p50_ms": percentile(latencies, 0.50), "p99_ms": percentile(latencies, 0.99),
+            "max_ms": max(latencies, default=0.0), "held_at_once": stats["held_peak"],
+            "ingest_errors": measured["errors"]}
+
+
+async def api_request(port: int, key: str, method: str, path: str,
+                      body: dict[str, Any]) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as client, client.request(
+            method, f"http://127.0.0.1:{port}{path}", json=body,
+            headers={"authorization": f"Bearer {key}"}) as answer:
+        return answer.status, await answer.json()
+
+
+async def storm(plan: Plan, postgres: Postgres, receiver: Receiver, processes: int,
+                limited: bool) -> dict[str, Any]:
+    """A backlog fails against a down endpoint (503), which then recovers, taking
+    STORM_DELAY_MS a request: how hard the retries hit it, and how soon they drain."""
+    backlog = plan.storm_backlog
+    url = await postgres.fresh()
+    async with store_of(url) as store:
+        key, admin = await create_key(store, Role.ADMIN, "bench")
+    run: dict[str, Any] = {"dispatchers": processes, "limited": limited, "backlog": backlog}
+    port = free_port()
+    api = await api_process(url, port)
+    try:
+        status, created = await api_request(port, key, "POST", "/v1/subscriptions", {
+            "url": f"{receiver.base}/storm/s0", "event_types": ["*"]})
+        assert status == 201, created
+        if limited:
+            status, answer = await api_request(port, key, "PATCH",
+                                               f"/v1/subscriptions/{created['id']}",
+                                               STORM_LIMITS)
+            if status == 422:
+                return {**run, "limits": "not supported"}
+            assert status == 200, answer
+    finally:
+        stop(api)
+    async with store_of(url) as store:
+        await store.pool.execute(QUERIES["preload_events"], backlog, admin.id)
+        await store.pool.execute(QUERIES["preload_deliveries"], backlog, backlog,
+                                 [created["id"]])
+        await store.pool.execute("ANALYZE")
+        await receiver.reset()
+        await receiver.configure("storm", status=503)
+        running = [python("-m", "hookpost.cli", "dispatcher", env=hookpost_env(url))
+                   for _ in range(processes)]
+        try:
+            await first_arrival(receiver, running)
+            down_until = time.monotonic() + STORM_DOWN_SECONDS
+            while time.monotonic() < down_until and await receiver.count() < backlog:
+                await asyncio.sleep(0.05)
+            run["failed_while_down"] = await receiver.count()
+            await receiver.reset()
+            await receiver.configure("storm", delay_ms=STORM_DELAY_MS)
+            recovered = time.time()
+            drained_at = await until_drained(store, receiver, backlog, timeout=600)
+            stats = await receiver.stats()
+        finally:
+            for process in running:
+                stop(process)
+    arrivals = sorted(at for _, at in await receiver.arrivals())
+    windows = Counter(int(at - arrivals[0]) for at in arrivals)
+    return {**run, "limits": "set" if limited else "none",
+            "first_after_s": arrivals[0] - recovered, "drained_after_s": drained_at - recovered,
+            "peak_per_second": max(windows.values()),
+            "peak_per_second_after_first": max(
+                (count for window, count in windows.items() if window > 0), default=0),
+            "peak_in_flight": stats["endpoints"]["storm"]["peak"]}
+
+
 async def memory(plan: Plan, postgres: Postgres, receiver: Receiver,
                  backlog: int) -> dict[str, float]:
     url = await postgres.fresh()
@@ -485,17 +696,39 @@ def mean(runs: list[dict[str, float]], key: str) -> float:
     return statistics.mean(run[key] for run in runs)
 
 
+def noisy_run(raw: dict[str, Any], hangers: int, processes: int) -> dict[str, Any]:
+    """The noisy run with `hangers` hanging endpoints and `processes` dispatchers, or {}."""
+    return next((run for run in raw["noisy"]
+                 if run["hangers"] == hangers and run["dispatchers"] == processes), {})
+
+
+def storm_limited(raw: dict[str, Any], key: str) -> float | str | None:
+    """`key` of the storm run with limits and two dispatchers; a note if the API refused
+    the limits, None if it did not run."""
+    run = next((run for run in raw["storm"] if run["limited"] and run["dispatchers"] == 2),
+               None)
+    if run is None:
+        return None
+    if run["limits"] == "not supported":
+        return "limits not supported"
+    value: float = run[key]
+    return value
+
+
 def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     limit_rate = mean(raw["limit"], "per_second")
     one = mean(raw["hookpost_1"], "per_second")
     two = mean(raw["hookpost_2"], "per_second")
     celery_rate = mean(raw["celery"], "per_second") if raw["celery"] else None
+    pgqueuer_rate = mean(raw["pgqueuer"], "per_second") if raw["pgqueuer"] else None
     e2e = raw["end_to_end"]
     small, large = raw["memory"]
     rows_small, rows_large = raw["claim"]
-    checks = [
+    noisy_40, noisy_200_2 = noisy_run(raw, 40, 1), noisy_run(raw, 200, 2)
+    checks: list[tuple[str, float | str | None, str, float]] = [
         ("dispatcher ÷ limit", ratio(one, limit_rate), ">= 0.60", 0.60),
         ("hookpost ÷ Celery", ratio(one, celery_rate), ">= 5", 5.0),
+        ("hookpost ÷ pgqueuer sender", ratio(one, pgqueuer_rate), ">= 2", 2.0),
         ("2 dispatchers ÷ 1", ratio(two, one), ">= 1.3", 1.3),
         ("ingest events/s, fan-out 1", raw["ingest_1"]["per_second"], ">= 5000", 5000.0),
         ("end-to-end p50 ms", e2e["p50_ms"], "< 5", -5.0),
@@ -504,14 +737,30 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
          -1.2),
         ("claim latency 10M ÷ 10k rows", ratio(rows_large["median_ms"],
                                                rows_small["median_ms"]), "<= 2", -2.0),
+        ("noisy, 40 hanging: healthy p50 ms", noisy_40.get("p50_ms"), "< 20", -20.0),
+        ("noisy, 40 hanging: healthy p99 ms", noisy_40.get("p99_ms"), "< 100", -100.0),
+        ("noisy, 40 hanging: healthy events missing", noisy_40.get("missing"), "none", 0.0),
+        ("noisy, 200 hanging, 2 dispatchers: healthy p99 ms", noisy_200_2.get("p99_ms"),
+         "< 250", -250.0),
+        ("storm with limits, 2 dispatchers: peak in flight",
+         storm_limited(raw, "peak_in_flight"), "<= 4", -4.0),
+        ("storm with limits, 2 dispatchers: peak req/s after the first second",
+         storm_limited(raw, "peak_per_second_after_first"), "<= 55", -55.0),
     ]
     table = []
     for name, value, target, bound in checks:
-        met = None if value is None else (value >= bound if bound > 0 else value <= -bound)
+        met: bool | None
+        if value is None:
+            met = None
+        elif isinstance(value, str):  # what was to be measured is missing
+            met = False
+        else:
+            met = value >= bound if bound > 0 else value <= -bound
         table.append({"measure": name, "value": value, "target": target, "met": met})
     busy_one = mean(raw["hookpost_1"], "machine_busy")
     return {"limit_per_second": limit_rate, "hookpost_1_per_second": one,
             "hookpost_2_per_second": two, "celery_per_second": celery_rate,
+            "pgqueuer_per_second": pgqueuer_rate,
             "machine_busy_1": busy_one, "machine_busy_2": mean(raw["hookpost_2"],
                                                                "machine_busy"),
             "cpu_ms_per_delivery_1": mean(raw["hookpost_1"], "cpu_ms_per_delivery"),
@@ -530,7 +779,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"{machine['python']}, Postgres {machine['postgres']}", "",
              "| measure | value | target | met |", "|---|---|---|---|"]
     for row in report["summary"]["targets"]:
-        value = "n/a" if row["value"] is None else f"{row['value']:.2f}"
+        value = row["value"]
+        value = "n/a" if value is None else value if isinstance(value, str) else f"{value:.2f}"
         met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
         lines.append(f"| {row['measure']} | {value} | {row['target']} | {met} |")
     summary = report["summary"]
@@ -542,13 +792,16 @@ def markdown(report: dict[str, Any]) -> str:
               "| Celery + requests, 2 workers | "
               + ("skipped" if summary["celery_per_second"] is None
                  else f"{summary['celery_per_second']:.0f}") + " |",
+              f"| pgqueuer + aiohttp, 1 process (batch {pgqueuer_sender.BATCH_SIZE}, "
+              f"{pgqueuer_sender.MAX_CONCURRENT_TASKS} tasks) | "
+              f"{summary['pgqueuer_per_second']:.0f} |",
               f"| ingest, fan-out 1 (p99 {raw['ingest_1']['p99_ms']:.1f} ms) | "
               f"{raw['ingest_1']['per_second']:.0f} |",
               f"| ingest, fan-out 10 (p99 {raw['ingest_10']['p99_ms']:.1f} ms) | "
               f"{raw['ingest_10']['per_second']:.0f} |"]
     delivered = raw["hookpost_1"][0]["deliveries"]
-    lines += ["", f"Each dispatcher and Celery run delivered {delivered:,} messages of 1 KB to "
-              f"{SUBSCRIPTIONS} subscriptions."]
+    lines += ["", f"Each dispatcher, Celery and pgqueuer run delivered {delivered:,} messages "
+              f"of 1 KB to {SUBSCRIPTIONS} subscriptions."]
     lines += ["", f"The whole machine, every process together: with 1 dispatcher "
               f"{summary['machine_busy_1']:.0%} busy and "
               f"{summary['cpu_ms_per_delivery_1']:.3f} ms of CPU per delivery; with 2, "
@@ -560,6 +813,26 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", f"End to end at {e2e['offered_per_second']} events/s to one subscription "
               f"(HOOKPOST_MAX_PER_SUBSCRIPTION={e2e['max_per_subscription']}): p50 "
               f"{e2e['p50_ms']:.1f} ms, p99 {e2e['p99_ms']:.1f} ms, max {e2e['max_ms']:.1f} ms."]
+    lines.append("")
+    for run in raw["noisy"]:
+        lines.append(f"Noisy neighbours, {run['hangers']} endpoints hanging, "
+                     f"{run['dispatchers']} dispatcher(s): the healthy subscription's p50 "
+                     f"{run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms, max "
+                     f"{run['max_ms']:.0f} ms, {run['missing']} of {run['events']} events "
+                     f"missing; {run['held_at_once']} requests held open at once.")
+    lines.append("")
+    for run in raw["storm"]:
+        limits = ("max_concurrency 4, rate_limit 50" if run["limited"] else "no limits")
+        head = (f"Recovery storm of {run['backlog']:,}, {limits}, {run['dispatchers']} "
+                "dispatcher(s): ")
+        if run["limits"] == "not supported":
+            lines.append(head + "limits not supported (the API answered 422).")
+            continue
+        lines.append(head + f"peak {run['peak_per_second']} requests in a second "
+                     f"({run['peak_per_second_after_first']} after the first), "
+                     f"{run['peak_in_flight']} in flight at once, drained "
+                     f"{run['drained_after_s']:.1f} s after the recovery.")
+    lines.append("")
     for run in raw["memory"]:
         lines.append(f"Dispatcher peak RSS with a {run['backlog']:,} backlog: "
                      f"{run['peak_rss_mb']:.0f} MB.")
@@ -568,14 +841,15 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-SCENARIOS = ("limit", "hookpost_1", "celery", "hookpost_2", "ingest", "end_to_end",
-             "memory", "claim")
+SCENARIOS = ("limit", "hookpost_1", "celery", "pgqueuer", "hookpost_2", "ingest",
+             "end_to_end", "noisy", "storm", "memory", "claim")
 
 
 async def run(plan: Plan, only: set[str]) -> dict[str, Any]:
     postgres = Postgres()
     receiver = Receiver()
-    raw: dict[str, Any] = {"limit": [], "hookpost_1": [], "hookpost_2": [], "celery": []}
+    raw: dict[str, Any] = {"limit": [], "hookpost_1": [], "hookpost_2": [], "celery": [],
+                           "pgqueuer": [], "noisy": [], "storm": []}
     # Set from the first limit run, before any contender that reads it runs.
     deliveries = plan.deliveries
     try:
@@ -584,6 +858,7 @@ async def run(plan: Plan, only: set[str]) -> dict[str, Any]:
             ("limit", lambda: limit(plan, receiver)),
             ("hookpost_1", lambda: hookpost_dispatchers(deliveries, postgres, receiver, 1)),
             ("celery", lambda: celery(deliveries, receiver)),
+            ("pgqueuer", lambda: pgqueuer(deliveries, postgres, receiver)),
             ("hookpost_2", lambda: hookpost_dispatchers(deliveries, postgres, receiver, 2)),
         ]
         contenders = [(name, scenario) for name, scenario in contenders if name in only]
@@ -597,7 +872,8 @@ async def run(plan: Plan, only: set[str]) -> dict[str, Any]:
                     say(f"round {number + 1}: {name}: {result}")
                 if name == "limit" and number == 0:
                     deliveries = deliveries_for(plan, result["per_second"])
-                    say(f"{deliveries:,} deliveries for each dispatcher and Celery run")
+                    say(f"{deliveries:,} deliveries for each dispatcher, Celery and "
+                        "pgqueuer run")
         for fan_out in (1, 10) if "ingest" in only else ():
             say(f"ingest, fan-out {fan_out} ...")
             raw[f"ingest_{fan_out}"] = await ingest(plan, postgres, receiver, fan_out)
@@ -606,6 +882,14 @@ async def run(plan: Plan, only: set[str]) -> dict[str, Any]:
             say("end to end ...")
             raw["end_to_end"] = await end_to_end(plan, postgres, receiver)
             say(f"end to end: {raw['end_to_end']}")
+        for hangers, processes in plan.noisy_runs if "noisy" in only else ():
+            say(f"noisy, {hangers} hanging, {processes} dispatcher(s) ...")
+            raw["noisy"].append(await noisy(plan, postgres, receiver, hangers, processes))
+            say(f"noisy: {raw['noisy'][-1]}")
+        for processes, limited in plan.storm_runs if "storm" in only else ():
+            say(f"storm, {processes} dispatcher(s), limits {limited} ...")
+            raw["storm"].append(await storm(plan, postgres, receiver, processes, limited))
+            say(f"storm: {raw['storm'][-1]}")
         raw["memory"] = []
         for backlog in plan.backlogs if "memory" in only else ():
             say(f"memory with a backlog of {backlog:,} ...")

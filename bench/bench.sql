@@ -30,3 +30,44 @@ SELECT count(*) FROM deliveries WHERE status = 'pending';
 
 -- name: attempts_recorded --
 SELECT count(*) FROM attempts;
+
+-- name: preload_deliveries_each --
+-- For each subscription of $2, one due delivery of each of events evt_bench_1..$1.
+INSERT INTO deliveries (event_id, subscription_id, next_attempt_at, created_at, updated_at)
+SELECT 'evt_bench_' || n, subscription_id, now(), now(), now()
+FROM unnest($2::text[]) AS subscription_id, generate_series(1, $1) AS n;
+
+-- name: pgqueuer_tables --
+-- The pgqueuer sender's own tables: where it sends, and every attempt it made.
+CREATE TABLE webhook_endpoints (
+    id     text PRIMARY KEY,
+    url    text NOT NULL,
+    secret text NOT NULL
+);
+CREATE TABLE webhook_attempts (
+    id           bigserial PRIMARY KEY,
+    message_id   text NOT NULL,
+    endpoint_id  text NOT NULL REFERENCES webhook_endpoints (id),
+    attempt      integer NOT NULL,
+    status       integer,
+    error        text,
+    duration_ms  integer NOT NULL,
+    attempted_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: pgqueuer_add_endpoint --
+INSERT INTO webhook_endpoints (id, url, secret) VALUES ($1, $2, $3);
+
+-- name: pgqueuer_endpoints --
+SELECT id, url, secret FROM webhook_endpoints;
+
+-- name: pgqueuer_record_attempt --
+INSERT INTO webhook_attempts (message_id, endpoint_id, attempt, status, error, duration_ms)
+VALUES ($1, $2, $3, $4, $5, $6);
+
+-- name: pgqueuer_unfinished --
+-- Jobs still queued or picked; pgqueuer deletes a job once it finished.
+SELECT count(*) FROM pgqueuer;
+
+-- name: pgqueuer_attempts_recorded --
+SELECT count(*) FROM webhook_attempts;
