@@ -72,15 +72,32 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+MaxConcurrency = Annotated[int, Field(
+    ge=1, le=1000,
+    description="The most attempts out to the endpoint at once, across every dispatcher; "
+                "none by default.",
+)]
+RateLimit = Annotated[float, Field(
+    gt=0, le=10000,
+    description="The most attempts started per second, across every dispatcher; none by "
+                "default.",
+)]
+# The limits a receiver asks for: in a PATCH, null removes one.
+LIMITS = ("max_concurrency", "rate_limit")
+
+
 class SubscriptionCreate(Request):
     url: Url
     event_types: Annotated[list[EventFilter], Field(min_length=1, max_length=100)]
     description: Description = ""
     status: Literal["active", "paused"] = "active"
+    max_concurrency: MaxConcurrency | None = None
+    rate_limit: RateLimit | None = None
 
 
 class SubscriptionUpdate(Request):
-    """Only the fields sent change; a field cannot be set to null."""
+    """Only the fields sent change; a field cannot be set to null, but a limit can (it is
+    then removed)."""
 
     model_config = ConfigDict(json_schema_extra=_absent_not_null)
 
@@ -88,10 +105,12 @@ class SubscriptionUpdate(Request):
     event_types: Annotated[list[EventFilter], Field(min_length=1, max_length=100)] | None = None
     description: Description | None = None
     status: Literal["active", "paused"] | None = None
+    max_concurrency: MaxConcurrency | None = None
+    rate_limit: RateLimit | None = None
 
     @model_validator(mode="after")
     def _no_nulls(self) -> SubscriptionUpdate:
-        for name in self.model_fields_set:
+        for name in self.model_fields_set - set(LIMITS):
             if getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null; leave it out to keep it")
         return self
@@ -154,6 +173,8 @@ class Subscription(BaseModel):
     disabled_reason: str | None = Field(
         description="Why hookpost disabled it; PATCH the status to enable it again."
     )
+    max_concurrency: int | None
+    rate_limit: float | None
     created_at: datetime
     updated_at: datetime
 

@@ -122,7 +122,7 @@ async def create_subscription(request: web.Request) -> web.Response:
     await _check_url(request, body.url)
     record = await store.insert_subscription(
         caller.id, body.url, body.event_types, body.description, body.status, new_secret(),
-        request.app[CLOCK](),
+        request.app[CLOCK](), body.max_concurrency, body.rate_limit,
     )
     return model_response(models.SubscriptionCreated.model_validate(record.model_dump()), 201)
 
@@ -186,6 +186,8 @@ async def update_subscription(request: web.Request) -> web.Response:
         _path_id(request, "subscription"), scope(caller), url=body.url,
         event_types=body.event_types, description=body.description, status=body.status,
         now=request.app[CLOCK](),
+        limits={name: getattr(body, name) for name in models.LIMITS
+                if name in body.model_fields_set},
     )
     if record is None:
         raise not_found("subscription")
@@ -397,7 +399,8 @@ OPERATIONS = [
               "Read a subscription with its health", _OWNER,
               response=models.SubscriptionDetail),
     Operation("PATCH", "/v1/subscriptions/{id}", update_subscription,
-              "Change a subscription's url, event types, description or status", _OWNER,
+              "Change a subscription's url, event types, description, status or limits",
+              _OWNER,
               models.SubscriptionUpdate, models.Subscription),
     Operation("DELETE", "/v1/subscriptions/{id}", delete_subscription,
               "Delete a subscription; its pending deliveries end as failed", _OWNER,

@@ -30,8 +30,9 @@ from pgqueuer import PgQueuer
 from pgqueuer.executors import DatabaseRetryEntrypointExecutor, EntrypointExecutorParameters
 from pgqueuer.models import Job
 
-from dispatcher.schedule import Outcome, classify
+from dispatcher.schedule import Outcome
 from dispatcher.signing import signature_header
+from dispatcher.verdict import classify
 from hookpost.store import load_queries
 
 QUERIES = load_queries(Path(__file__).with_name("bench.sql"))

@@ -5,12 +5,14 @@ dispatcher processes at once."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from hookpost import metrics
 from hookpost.clock import Clock, utcnow
+from hookpost.database import DATABASE_DOWN
 from hookpost.settings import Settings, format_duration
 from hookpost.store import Store
 
@@ -103,8 +105,9 @@ class Maintenance:
         ]
         now = utcnow()
         for job, seconds in jobs:
-            scheduler.add_job(job, "interval", seconds=seconds, next_run_time=now,
-                              max_instances=1, coalesce=True, name=job.__name__)
+            scheduler.add_job(_waiting_out_the_database(job), "interval", seconds=seconds,
+                              next_run_time=now, max_instances=1, coalesce=True,
+                              name=job.__name__)
         scheduler.start()
         self._scheduler = scheduler
 
@@ -112,3 +115,17 @@ class Maintenance:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+
+
+def _waiting_out_the_database(job: Callable[[], Awaitable[object]]
+                              ) -> Callable[[], Awaitable[None]]:
+    """`job`, which skips its run with one line while the database is away (the next run
+    tries again) instead of logging a traceback every time."""
+
+    async def run() -> None:
+        try:
+            await job()
+        except DATABASE_DOWN as error:
+            log.warning("%s skipped: the database is unavailable (%s)", job.__name__, error)
+
+    return run

@@ -13,8 +13,9 @@ SELECT count(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL;
 
 -- name: insert_subscription --
 INSERT INTO subscriptions
-    (owner_key_id, url, event_types, description, status, secret, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+    (owner_key_id, url, event_types, description, status, secret, created_at, updated_at,
+     max_concurrency, rate_limit)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)
 RETURNING *;
 
 -- name: get_subscription --
@@ -32,7 +33,7 @@ ORDER BY created_at DESC, id DESC
 LIMIT $2;
 
 -- name: update_subscription --
--- NULL leaves a field as it is.
+-- NULL leaves a field as it is; a limit is set (NULL: removed) when its flag ($8, $10) is.
 -- Leaving 'disabled' forgets why it was disabled and starts its health afresh.
 UPDATE subscriptions SET
     url = coalesce($3, url),
@@ -43,6 +44,8 @@ UPDATE subscriptions SET
     disabled_at = CASE WHEN $6 IS NULL THEN disabled_at END,
     failing_since = CASE WHEN status = 'disabled' AND $6 IS NOT NULL THEN NULL
                          ELSE failing_since END,
+    max_concurrency = CASE WHEN $8 THEN $9::integer ELSE max_concurrency END,
+    rate_limit = CASE WHEN $10 THEN $11::float8 ELSE rate_limit END,
     updated_at = $7
 WHERE id = $1 AND status <> 'deleted' AND ($2::text IS NULL OR owner_key_id = $2)
 RETURNING *;

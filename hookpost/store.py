@@ -41,6 +41,8 @@ class Subscription(BaseModel):
     last_failure_at: datetime | None
     failing_since: datetime | None
     disabled_reason: str | None
+    max_concurrency: int | None
+    rate_limit: float | None
     created_at: datetime
     updated_at: datetime
 
@@ -231,11 +233,12 @@ class Store:
 
     async def insert_subscription(
         self, owner_key_id: str, url: str, event_types: list[str], description: str,
-        status: str, secret: str, now: datetime,
+        status: str, secret: str, now: datetime, max_concurrency: int | None = None,
+        rate_limit: float | None = None,
     ) -> Subscription:
         row = await _fetchrow(
             self.pool, QUERIES["insert_subscription"], owner_key_id, url, event_types, description,
-            status, secret, now,
+            status, secret, now, max_concurrency, rate_limit,
         )
         return Subscription.model_validate(dict(_one(row)))
 
@@ -255,11 +258,14 @@ class Store:
     async def update_subscription(
         self, id: str, owner_key_id: str | None, *, url: str | None,
         event_types: list[str] | None, description: str | None, status: str | None,
-        now: datetime,
+        now: datetime, limits: Mapping[str, float | None] | None = None,
     ) -> Subscription | None:
+        """Change what is not None; of `limits`, each one named is set (None: removed)."""
+        limits = limits or {}
         row = await _fetchrow(
             self.pool, QUERIES["update_subscription"], id, owner_key_id, url, event_types,
-            description, status, now,
+            description, status, now, "max_concurrency" in limits,
+            limits.get("max_concurrency"), "rate_limit" in limits, limits.get("rate_limit"),
         )
         return _model(Subscription, row)
 
