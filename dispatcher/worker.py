@@ -30,17 +30,18 @@ _RETRY_FIRST, _RETRY_LAST = 0.1, 2.0
 # After the shutdown grace, how long recording what was sent and handing back the rest
 # may take before the process gives up on the database and exits anyway.
 _FINAL_WRITE_SECONDS = 3.0
-_LISTEN_CHECK_SECONDS = 10.0
+_LISTEN_CHECK_SECONDS = 10.0  # how often a quiet LISTEN connection is asked if it lives
 # A loop that has not come round for this long is stuck: every wait in it is shorter, and
 # every statement it runs gives up after QUERY_TIMEOUT.
-_STUCK_SECONDS = 2 * QUERY_TIMEOUT + 10  # how often a quiet LISTEN connection is asked if it lives
+_STUCK_SECONDS = 2 * QUERY_TIMEOUT + 10
 
 log = logging.getLogger("hookpost.dispatcher")
 
 
 class Dispatcher:
-    """Claims due deliveries with SKIP LOCKED and a lease, sends them concurrently (bounded
-    globally and per subscription) and records each attempt in batches."""
+    """Claims due deliveries with SKIP LOCKED and a lease, fairly across subscriptions,
+    sends them concurrently (bounded globally, and per subscription by how it answers and
+    by its own limits) and records each attempt in batches."""
 
     def __init__(
         self,

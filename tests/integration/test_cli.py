@@ -97,8 +97,12 @@ async def test_api_and_dispatcher_run_as_separate_processes_with_json_logs(
                       allow_http="true", log_format="json", log_level="DEBUG")
     key = hookpost("keys", "create", "--role", "admin", "--name", "ops", env=env).stdout.strip()
     log = tmp_path / "dispatcher.log"
-    async with service("api", env) as api, service("dispatcher", env, log) as dispatcher:
-        await api.read_until("listening on")
+    api_log = tmp_path / "api.log"
+    async with service("api", env, api_log) as api, service("dispatcher", env, log) as dispatcher:
+        try:
+            await api.read_until("listening on")
+        except AssertionError:
+            raise AssertionError(api_log.read_text()) from None
         event_id = await deliver_through(f"http://127.0.0.1:{port}", key, receiver)
         assert await dispatcher.stop() == 0
         assert await api.stop() == 0
