@@ -94,13 +94,33 @@ CREATE TABLE IF NOT EXISTS deliveries (
 -- Room on each page for the claim's new version of every row on it (see the lease).
 ) WITH (fillfactor = 40);
 
--- The claim's hot index: only pending rows, ordered by when they are due.
-CREATE INDEX IF NOT EXISTS deliveries_due
-    ON deliveries (next_attempt_at) WHERE status = 'pending';
--- The claim's way round the subscriptions with pending work, oldest due first in each, so
--- one subscription's backlog never stands in front of another's fresh event.
+-- The claim's hot index: only pending rows, by subscription and then by when they are
+-- due, so the claim goes round the subscriptions with work and one subscription's backlog
+-- never stands in front of another's fresh event. (It replaces deliveries_due, a single
+-- time-ordered queue whose head every claim had to read past.)
 CREATE INDEX IF NOT EXISTS deliveries_pending_by_subscription
     ON deliveries (subscription_id, next_attempt_at) WHERE status = 'pending';
+DROP INDEX IF EXISTS deliveries_due;
+
+-- Every subscription with a pending delivery and the earliest next attempt among them (leased
+-- or not), one probe of deliveries_pending_by_subscription each (a skip scan, read from the
+-- index alone), however many deliveries each has.
+DROP VIEW IF EXISTS pending_subscriptions;
+CREATE VIEW pending_subscriptions AS
+WITH RECURSIVE walk AS (
+    (SELECT subscription_id, next_attempt_at FROM deliveries WHERE status = 'pending'
+     ORDER BY subscription_id, next_attempt_at LIMIT 1)
+    UNION ALL
+    SELECT next.subscription_id, next.next_attempt_at
+    FROM walk CROSS JOIN LATERAL (
+        SELECT d.subscription_id, d.next_attempt_at FROM deliveries d
+        WHERE d.status = 'pending' AND d.subscription_id > walk.subscription_id
+        ORDER BY d.subscription_id, d.next_attempt_at
+        LIMIT 1
+    ) AS next
+)
+SELECT subscription_id, next_attempt_at AS first_pending_at FROM walk;
+
 CREATE INDEX IF NOT EXISTS deliveries_manual
     ON deliveries (manual_due_at) WHERE manual_due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries (event_id);

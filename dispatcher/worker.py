@@ -208,7 +208,10 @@ class Dispatcher:
     def _take_over(self, delivery: ClaimedDelivery) -> ClaimedDelivery:
         """Log that an earlier lease on `delivery` ended unrecorded, as an attempt of unknown
         outcome; the delivery as this dispatcher now sends it, one attempt further on."""
-        leased_at = delivery.lease_expires_at - self.settings.lease
+        # The earlier lease was taken one lease's length before it expired (as near as this
+        # dispatcher can tell, all dispatchers sharing the setting).
+        expired = delivery.expired_lease or delivery.lease_expires_at
+        leased_at = expired - self.settings.lease
         self._add_record(decide(delivery, unknown_outcome(leased_at), self.clock(),
                                 self.settings.retry_schedule))
         return dataclasses.replace(delivery, attempt_count=delivery.attempt_count + 1)
@@ -254,7 +257,9 @@ class Dispatcher:
         try:
             if delivery.send_at is not None:  # paced by the subscription's rate_limit
                 await asyncio.sleep(max((delivery.send_at - self.clock()).total_seconds(), 0))
-            gate = self._gates.setdefault(subscription, asyncio.Condition())
+            gate = self._gates.get(subscription)
+            if gate is None:
+                gate = self._gates[subscription] = asyncio.Condition()
             async with gate:
                 await gate.wait_for(lambda: self._sending_to[subscription] < (
                     self._concurrency.limit(subscription, delivery.max_concurrency)))
@@ -272,7 +277,10 @@ class Dispatcher:
                                        error_kind=record.error_kind)
             self._add_record(record)
             async with gate:
-                gate.notify_all()  # a slot is free, and the limit may have grown
+                # As many as may go now: the slot this send freed, and one more if its
+                # success raised the limit.
+                gate.notify(self._concurrency.limit(subscription, delivery.max_concurrency)
+                            - self._sending_to[subscription])
         except Exception:
             # A bug must not take the other deliveries down; this one goes out again once
             # its lease expires.

@@ -154,43 +154,23 @@ SELECT * FROM attempts WHERE delivery_id = $1 ORDER BY started_at, attempt_numbe
 -- subscription's max_concurrency bounds what every dispatcher holds together, and its
 -- rate_limit paces when each attempt may start (send_at); one dispatcher at a time claims
 -- a limited subscription (the others pass it over for that round).
-WITH RECURSIVE commit_mode AS (
+WITH commit_mode AS (
     -- The claim does not wait for its WAL to reach the disk. A lease lost in a crash only
     -- makes its delivery due again (delivery is at least once), and the record of what was
     -- sent commits synchronously, which flushes every claim before it too.
     SELECT set_config('synchronous_commit', 'off', true)
 ), room AS (
     SELECT * FROM unnest($5::text[], $7::int[]) AS r(subscription_id, room)
-), pending_subscriptions AS (
-    -- Every subscription with a pending delivery, one probe of
-    -- deliveries_pending_by_subscription each, however many deliveries each has.
-    (SELECT subscription_id FROM deliveries WHERE status = 'pending'
-     ORDER BY subscription_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT d.subscription_id FROM deliveries d
-            WHERE d.status = 'pending' AND d.subscription_id > p.subscription_id
-            ORDER BY d.subscription_id LIMIT 1)
-    FROM pending_subscriptions p
-    WHERE p.subscription_id IS NOT NULL
 ), ready AS (
-    -- Those with due work that this dispatcher may take more of, longest waiting first.
+    -- Those with due work that this dispatcher may take more of, longest waiting first (by
+    -- their earliest pending delivery: one being sent may stand for the oldest due).
     SELECT s.id AS subscription_id, coalesce(r.room, $6) AS room, s.max_concurrency,
-           s.rate_limit, first_due.at
+           s.rate_limit, p.first_pending_at AS at
     FROM pending_subscriptions p
     JOIN subscriptions s ON s.id = p.subscription_id
     LEFT JOIN room r ON r.subscription_id = p.subscription_id
-    CROSS JOIN LATERAL (
-        -- Deliveries being sent keep their place in the index: passed over here, at most
-        -- the ones in flight, instead of an index entry written and removed per send.
-        SELECT d.next_attempt_at AS at FROM deliveries d
-        WHERE d.subscription_id = p.subscription_id AND d.status = 'pending'
-          AND d.next_attempt_at <= $1
-          AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $1)
-        ORDER BY d.next_attempt_at
-        LIMIT 1
-    ) first_due
-    WHERE s.status = 'active' AND coalesce(r.room, $6) > 0
-    ORDER BY first_due.at
+    WHERE p.first_pending_at <= $1 AND s.status = 'active' AND coalesce(r.room, $6) > 0
+    ORDER BY p.first_pending_at
     LIMIT $2
 ), limited AS (
     SELECT s.id, s.rate_next_at
@@ -206,9 +186,10 @@ WITH RECURSIVE commit_mode AS (
                     AND l.id IS NULL THEN 0  -- another dispatcher is claiming it now
                ELSE least(
                    r.room,
-                   r.max_concurrency - (SELECT count(*) FROM sends_in_flight f
-                                        WHERE f.subscription_id = r.subscription_id
-                                          AND f.lease_expires_at > $1),
+                   CASE WHEN r.max_concurrency IS NOT NULL THEN
+                       r.max_concurrency - (SELECT count(*) FROM sends_in_flight f
+                                            WHERE f.subscription_id = r.subscription_id
+                                              AND f.lease_expires_at > $1)::int END,
                    -- As many as may start within the next second.
                    ceil(r.rate_limit * (1 - extract(epoch FROM
                        greatest(l.rate_next_at, $1) - $1)::float8)))::int
@@ -218,26 +199,29 @@ WITH RECURSIVE commit_mode AS (
     SELECT greatest(1, ceil($2::float8 / greatest(count(*), 1)))::int AS each
     FROM allowed WHERE take > 0
 ), scheduled AS (
-    SELECT d.id, d.subscription_id, d.next_attempt_at AS due_at, d.taken_over
+    SELECT d.id, d.subscription_id, d.next_attempt_at AS due_at, d.taken_over,
+           d.expired_lease
     FROM allowed a CROSS JOIN share
     CROSS JOIN LATERAL (
         -- No more rows are locked than the claim may take: a row locked and not taken is
         -- hidden from other dispatchers until this commits, and its lock is written to
-        -- the WAL.
+        -- the WAL. Deliveries being sent keep their place in the index: passed over here,
+        -- at most the ones in flight, instead of an index entry written and removed per
+        -- send.
         SELECT d.id, d.subscription_id, d.next_attempt_at, d.lease_token IS NOT NULL
-            AS taken_over
+            AS taken_over, d.lease_expires_at AS expired_lease
         FROM deliveries d
         WHERE d.subscription_id = a.subscription_id AND d.status = 'pending'
           AND d.next_attempt_at <= $1
           AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $1)
-        ORDER BY d.next_attempt_at
-        LIMIT least(a.take, share.each)
+        ORDER BY d.subscription_id, d.next_attempt_at
+        LIMIT greatest(least(a.take, share.each), 0)
         FOR UPDATE OF d SKIP LOCKED
     ) d
     WHERE a.take > 0
 ), manual AS (
     SELECT d.id, d.subscription_id, d.manual_due_at AS due_at, d.lease_token IS NOT NULL
-        AS taken_over
+        AS taken_over, d.lease_expires_at AS expired_lease
     FROM deliveries d
     JOIN subscriptions s ON s.id = d.subscription_id
     LEFT JOIN room r ON r.subscription_id = d.subscription_id
@@ -249,12 +233,16 @@ WITH RECURSIVE commit_mode AS (
     LIMIT $2
     FOR UPDATE OF d SKIP LOCKED
 ), candidates AS (
-    SELECT DISTINCT ON (id) id, subscription_id, due_at, taken_over
+    SELECT DISTINCT ON (id) id, subscription_id, due_at, taken_over, expired_lease
     FROM (SELECT * FROM manual UNION ALL SELECT * FROM scheduled) AS due
     ORDER BY id, due_at
-), chosen AS (
-    SELECT ranked.id, ranked.subscription_id, ranked.due_at, ranked.taken_over, a.rate_limit,
-           a.rate_from, a.max_concurrency
+), paced AS (
+    -- A paced subscription's k-th delivery of this claim may start (k - 1) / rate_limit
+    -- seconds after the next free start (the chosen ones of each are its first places).
+    SELECT ranked.id, ranked.subscription_id, ranked.due_at, ranked.taken_over,
+           ranked.expired_lease, a.rate_limit, a.rate_from, a.max_concurrency,
+           CASE WHEN a.rate_limit IS NOT NULL THEN a.rate_from + make_interval(secs =>
+               (ranked.place - 1) / a.rate_limit) END AS send_at
     FROM (
         SELECT c.*, row_number() OVER (PARTITION BY c.subscription_id ORDER BY c.due_at)
             AS place
@@ -266,12 +254,6 @@ WITH RECURSIVE commit_mode AS (
     -- Round robin: every subscription's first, then every subscription's second, ...
     ORDER BY ranked.place, ranked.due_at
     LIMIT $2
-), paced AS (
-    SELECT c.*,
-           CASE WHEN c.rate_limit IS NOT NULL THEN c.rate_from + make_interval(secs =>
-               (row_number() OVER (PARTITION BY c.subscription_id ORDER BY c.due_at) - 1)
-               / c.rate_limit) END AS send_at
-    FROM chosen c
 ), claimed AS (
     UPDATE deliveries d
     SET lease_expires_at = $3, lease_token = $4, updated_at = $1
@@ -281,7 +263,8 @@ WITH RECURSIVE commit_mode AS (
               d.status, d.next_attempt_at, d.origin,
               coalesce(d.manual_due_at <= $1, false) AS manual, paced.taken_over,
               d.lease_token, d.lease_expires_at, paced.send_at, paced.rate_limit,
-              paced.rate_from, paced.max_concurrency
+              paced.rate_from, paced.max_concurrency,
+              CASE WHEN paced.taken_over THEN paced.expired_lease END AS expired_lease
 ), paced_on AS (
     UPDATE subscriptions s
     SET rate_next_at = c.rate_from + make_interval(secs => c.taken / c.rate_limit)
@@ -300,7 +283,7 @@ SELECT c.id, c.event_id, c.subscription_id, c.attempt_count, c.scheduled_attempt
        e.payload, s.url, s.secret,
        CASE WHEN s.previous_secret_expires_at > $1 THEN s.previous_secret END
            AS previous_secret,
-       c.lease_token, c.lease_expires_at, c.send_at, c.max_concurrency
+       c.lease_token, c.lease_expires_at, c.send_at, c.max_concurrency, c.expired_lease
 FROM claimed c
 JOIN events e ON e.id = c.event_id
 JOIN subscriptions s ON s.id = c.subscription_id
@@ -310,12 +293,17 @@ CROSS JOIN commit_mode;
 -- The earliest time anything not leased at $1 becomes due: a pending delivery or a manual
 -- redelivery. (Leases that expire are found by the dispatchers' polling.)
 SELECT least(
-    (SELECT d.next_attempt_at
-     FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
-     WHERE d.status = 'pending' AND s.status = 'active'
-       AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $1)
-     ORDER BY d.next_attempt_at
-     LIMIT 1),
+    (SELECT min(first_due.at)
+     FROM pending_subscriptions p
+     JOIN subscriptions s ON s.id = p.subscription_id
+     CROSS JOIN LATERAL (
+         SELECT d.next_attempt_at AS at FROM deliveries d
+         WHERE d.subscription_id = p.subscription_id AND d.status = 'pending'
+           AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $1)
+         ORDER BY d.subscription_id, d.next_attempt_at
+         LIMIT 1
+     ) first_due
+     WHERE s.status = 'active'),
     (SELECT d.manual_due_at
      FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
      WHERE d.manual_due_at IS NOT NULL AND s.status = 'active'

@@ -133,6 +133,7 @@ class ClaimedDelivery:
     lease_expires_at: datetime
     send_at: datetime | None = None  # not before: the subscription's rate_limit paces it
     max_concurrency: int | None = None  # what every dispatcher may have out to it at once
+    expired_lease: datetime | None = None  # taken over: when the lease before this one ended
 
     @property
     def trigger(self) -> str:

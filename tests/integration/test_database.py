@@ -4,6 +4,7 @@ dispatcher's hot statements planned once) and bringing an older schema over."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from api.app import create_app
+from api.auth import Role, create_key
 from hookpost.database import DATABASE_DOWN, create_pool, migrate
 from hookpost.settings import Settings
 from hookpost.store import QUERIES, Store
@@ -186,3 +188,41 @@ async def test_health_answers_503_once_the_dispatcher_has_died(
     dead = await api.get("/health")
     assert dead.status == 503
     assert await dead.json() == {"status": "failing", "dispatcher_alive": False}
+
+
+async def test_a_database_made_before_fair_dispatch_is_brought_over_and_delivers(
+    database_url: str, store: Store, api: TestClient[Any, Any], receiver: Receiver,
+    settings: Settings,
+) -> None:
+    older = Path(__file__).parent.parent / "fixtures" / "schema-before-fair-dispatch.sql"
+    connection = await asyncpg.connect(database_url)
+    try:
+        # Start from the older schema alone, with a day partition of attempts made by it.
+        await connection.execute(
+            "DROP SCHEMA public CASCADE; CREATE SCHEMA public; GRANT ALL ON SCHEMA public "
+            "TO public")
+        await connection.execute(older.read_text())
+        await connection.execute("SELECT ensure_attempts_partition(current_date)")
+    finally:
+        await connection.close()
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        await migrate(pool)
+        await migrate(pool)  # and again, as every start-up does
+        indexes = {row["indexname"] for row in await pool.fetch(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'deliveries'")}
+        assert "deliveries_pending_by_subscription" in indexes
+        assert "deliveries_due" not in indexes
+    finally:
+        await pool.close()
+
+    admin, _ = await create_key(store, Role.ADMIN, "admin")
+    await subscribe(api, admin, receiver.url())
+    await post_event(api, admin)
+    await make_dispatcher(store, settings).run(until_idle=True)
+    assert len(receiver.requests) == 1
+    # The older day partition takes the new error kinds.
+    await store.pool.execute(
+        "INSERT INTO attempts (delivery_id, attempt_number, trigger, started_at, duration_ms,"
+        " error_kind, outcome) SELECT id, 9, 'scheduled', now(), 0, 'cut_off', 'retry'"
+        " FROM deliveries")

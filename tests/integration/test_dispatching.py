@@ -179,6 +179,10 @@ async def test_leases_of_a_killed_dispatcher_are_taken_over_once_they_expire(
         "SELECT attempt_number, error_kind, outcome FROM attempts ORDER BY attempt_number"
     )
     assert [tuple(row) for row in attempts] == [(1, "unknown", "retry"), (2, None, "succeeded")]
+    # Logged as of when the killed dispatcher took its lease, not when it was taken over.
+    unknown, taken_over = await pool.fetch(
+        "SELECT started_at FROM attempts ORDER BY attempt_number")
+    assert taken_over["started_at"] - unknown["started_at"] > timedelta(minutes=2)
 
 
 async def test_sends_are_bounded_per_subscription_and_in_all(
