@@ -220,7 +220,8 @@ def hookpost_env(url: str, **settings: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def store_of(url: str) -> AsyncIterator[Store]:
-    pool = await create_pool(url, min_size=1, max_size=4)
+    # Loading millions of rows takes longer than the service lets one statement run.
+    pool = await create_pool(url, min_size=1, max_size=4, query_timeout=None)
     dispatch_pool = await create_pool(url, min_size=1, max_size=1, generic_plans=True)
     try:
         yield Store(pool, dispatch_pool)

@@ -23,6 +23,7 @@ from hookpost.queries import QUERIES
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
 # Any fixed number, shared by every process that applies the schema.
 _MIGRATION_LOCK = 7_346_821
+_MIGRATION_SECONDS = 24 * 3600.0
 
 log = logging.getLogger("hookpost.database")
 
@@ -75,12 +76,14 @@ ACQUIRE_TIMEOUT = 10.0
 
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10,
-                      wait_seconds: float = 30.0, generic_plans: bool = False) -> asyncpg.Pool:
+                      wait_seconds: float = 30.0, generic_plans: bool = False,
+                      query_timeout: float | None = QUERY_TIMEOUT) -> asyncpg.Pool:
     """A connection pool, waiting up to `wait_seconds` while Postgres is down (any error of
     DATABASE_DOWN); other errors, such as a wrong password, are raised at once.
 
     With `generic_plans`, each session plans a prepared statement once and reuses that
-    plan, instead of planning it again for every set of parameters."""
+    plan, instead of planning it again for every set of parameters. `query_timeout` bounds
+    every statement (None: no bound, for loading data in bulk)."""
     # Every timestamp is read and written as UTC. As a connection setting, it is the
     # session's own default, which no RESET can undo.
     server_settings = {"timezone": "UTC"}
@@ -97,7 +100,7 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10,
         with attempt:
             pool: asyncpg.Pool = await asyncpg.create_pool(
                 url, min_size=min_size, max_size=max_size, server_settings=server_settings,
-                reset=_keep_session, command_timeout=QUERY_TIMEOUT, timeout=QUERY_TIMEOUT,
+                reset=_keep_session, command_timeout=query_timeout, timeout=QUERY_TIMEOUT,
             )
     return pool
 
@@ -139,5 +142,6 @@ async def migrate(pool: asyncpg.Pool) -> None:
     schema = SCHEMA_PATH.read_text()
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-        await connection.execute(schema)
+        # Bringing a large database over may rewrite or check whole tables: no time bound.
+        await connection.execute(schema, timeout=_MIGRATION_SECONDS)
         await connection.execute(QUERIES["record_schema_digest"], schema_digest())
