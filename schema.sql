@@ -42,11 +42,20 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 
 -- Limits the receiver asked for, honoured by every dispatcher together: attempts out at
 -- once, and attempts started per second (paced: rate_next_at is when the next may start).
-ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS max_concurrency integer
-    CHECK (max_concurrency > 0);
-ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS rate_limit double precision
-    CHECK (rate_limit > 0);
-ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS rate_next_at timestamptz;
+-- (Checked first: ALTER TABLE takes the table's strongest lock even when it changes nothing,
+-- and this file runs at every start.)
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'subscriptions'
+                     AND column_name = 'rate_next_at') THEN
+        ALTER TABLE subscriptions
+            ADD COLUMN IF NOT EXISTS max_concurrency integer CHECK (max_concurrency > 0),
+            ADD COLUMN IF NOT EXISTS rate_limit double precision CHECK (rate_limit > 0),
+            ADD COLUMN IF NOT EXISTS rate_next_at timestamptz;
+    END IF;
+END
+$$;
 
 CREATE INDEX IF NOT EXISTS subscriptions_listing
     ON subscriptions (created_at DESC, id DESC) WHERE status <> 'deleted';
@@ -100,13 +109,18 @@ CREATE TABLE IF NOT EXISTS deliveries (
 -- time-ordered queue whose head every claim had to read past.)
 CREATE INDEX IF NOT EXISTS deliveries_pending_by_subscription
     ON deliveries (subscription_id, next_attempt_at) WHERE status = 'pending';
-DROP INDEX IF EXISTS deliveries_due;
+DO $$
+BEGIN
+    IF to_regclass('deliveries_due') IS NOT NULL THEN
+        DROP INDEX deliveries_due;
+    END IF;
+END
+$$;
 
 -- Every subscription with a pending delivery and the earliest next attempt among them (leased
 -- or not), one probe of deliveries_pending_by_subscription each (a skip scan, read from the
 -- index alone), however many deliveries each has.
-DROP VIEW IF EXISTS pending_subscriptions;
-CREATE VIEW pending_subscriptions AS
+CREATE OR REPLACE VIEW pending_subscriptions AS
 WITH RECURSIVE walk AS (
     (SELECT subscription_id, next_attempt_at FROM deliveries WHERE status = 'pending'
      ORDER BY subscription_id, next_attempt_at LIMIT 1)
@@ -181,11 +195,15 @@ CREATE TABLE IF NOT EXISTS attempts_default PARTITION OF attempts DEFAULT;
 -- A database made before sends cut off, sends of unknown outcome and refused destinations
 -- were told apart: the resent column, and the wider list of error kinds on every partition
 -- (a partition made with LIKE holds its own copy of the check).
-ALTER TABLE attempts ADD COLUMN IF NOT EXISTS resent boolean NOT NULL DEFAULT false;
 DO $$
 DECLARE
     partition record;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'attempts'
+                     AND column_name = 'resent') THEN
+        ALTER TABLE attempts ADD COLUMN resent boolean NOT NULL DEFAULT false;
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_constraint
                    WHERE conrelid = 'attempts'::regclass
                      AND conname = 'attempts_error_kind_check'

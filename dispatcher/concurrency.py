@@ -36,15 +36,16 @@ class Concurrency:
         is `held` already; subscriptions not named may be taken START at a time. A proven
         subscription may have as many again claimed ahead, so the next attempt is ready
         when one ends."""
-        trouble_held = sum(held.get(sub, 0) for sub in self._trouble)
+        # What subscriptions in trouble may still take, together.
+        budget = self.trouble_budget - sum(held.get(sub, 0) for sub in self._trouble)
         room: dict[str, int] = {}
-        for sub in self._limit.keys() | held.keys():
-            if sub in self._trouble and trouble_held >= self.trouble_budget:
-                room[sub] = 0
-                continue
+        for sub in sorted(self._limit.keys() | held.keys()):
             limit = self.limit(sub)
             allowed = limit * self.claim_ahead if sub in self._proven else limit
             room[sub] = max(0, allowed - held.get(sub, 0))
+            if sub in self._trouble:
+                room[sub] = min(room[sub], max(budget, 0))
+                budget -= room[sub]
         return room
 
     def answered(self, subscription_id: str, *, succeeded: bool, error_kind: str | None) -> None:
@@ -70,6 +71,3 @@ class Concurrency:
             del self._limit[sub]
             self._proven.discard(sub)
             self._trouble.discard(sub)
-
-    def in_trouble(self, subscription_id: str) -> bool:
-        return subscription_id in self._trouble

@@ -40,12 +40,15 @@ class Maintenance:
             today - timedelta(days=1), today + timedelta(days=PARTITION_DAYS_AHEAD)
         )
         cutoff = now - self.settings.retention
-        await self.store.forget_expired_sends(now)
         dropped = await self.store.drop_attempts_partitions(cutoff)
         while await self.store.delete_old_default_attempts(cutoff, DELETE_BATCH) == DELETE_BATCH:
             pass
         if dropped:
             log.info("dropped %d attempt partitions older than %s", dropped, cutoff.isoformat())
+
+    async def forget_expired_sends(self) -> None:
+        """Drop the in-flight counts of sends whose lease expired (a dispatcher died)."""
+        await self.store.forget_expired_sends(self.clock())
 
     async def prune_events(self) -> int:
         """Delete finished events past retention, with their deliveries, in small batches."""
@@ -90,6 +93,7 @@ class Maintenance:
     async def run_all(self) -> None:
         await self.keep_partitions()
         await self.prune_events()
+        await self.forget_expired_sends()
         await self.disable_failing()
         await self.refresh_gauges()
 
@@ -100,6 +104,7 @@ class Maintenance:
         jobs = [
             (self.keep_partitions, every),
             (self.prune_events, every),
+            (self.forget_expired_sends, every),
             (self.disable_failing, every),
             (self.refresh_gauges, self.settings.gauges_interval.total_seconds()),
         ]

@@ -15,11 +15,12 @@ import asyncpg
 from dispatcher.concurrency import START, Concurrency
 from dispatcher.schedule import Outcome
 from dispatcher.sender import Sender
-from dispatcher.verdict import AttemptResult, cut_off, decide, unknown_outcome
+from dispatcher.verdict import GONE_REASON, AttemptResult, cut_off, decide, unknown_outcome
 from hookpost import metrics
 from hookpost.clock import Clock, utcnow
 from hookpost.database import DATABASE_DOWN, QUERY_TIMEOUT, connect
 from hookpost.ids import new_id
+from hookpost.queries import QUERIES
 from hookpost.settings import Settings
 from hookpost.store import AttemptRecord, ClaimedDelivery, Store
 
@@ -54,7 +55,7 @@ class Dispatcher:
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.lease_token = new_id("lease")  # names this dispatcher's leases
+        self.name = new_id("dsp")  # for the logs; each claim's leases get a token of their own
         self._sender = sender
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -63,6 +64,8 @@ class Dispatcher:
         # Deliveries whose request has gone out (or is going), with when it began: what a
         # shutdown cuts off is recorded as cut off, not handed back as unsent.
         self._sent_at: dict[str, tuple[ClaimedDelivery, datetime]] = {}
+        self._recorded: set[str] = set()  # answered, the record buffered, the task not ended
+        self._claimed: dict[str, ClaimedDelivery] = {}  # every delivery held, by id
         self._per_subscription: Counter[str] = Counter()  # deliveries held, by subscription
         self._sending_to: Counter[str] = Counter()  # of which being sent now
         self._gates: dict[str, asyncio.Condition] = {}
@@ -145,6 +148,11 @@ class Dispatcher:
             except DATABASE_DOWN as error:
                 await self._wait(self._database_down(error), side_tasks)
                 continue
+            except asyncpg.TransactionRollbackError as error:
+                # Lost a deadlock with another writer of the same rows: nothing was taken.
+                log.warning("claiming again: %s", error)
+                await self._wait(0.05, side_tasks)
+                continue
             if self._database_down_since is not None:
                 log.warning("database back after %.1fs; delivering again",
                             time.monotonic() - self._database_down_since)
@@ -188,7 +196,9 @@ class Dispatcher:
             now,
             min(free, self.settings.claim_batch),
             now + self.settings.lease,
-            self.lease_token,
+            # A token per claim, so a late record of a lease this dispatcher lost and
+            # claimed again can never move the delivery under the new lease.
+            new_id("lease"),
             self._concurrency.room(self._per_subscription),
             START,
         )
@@ -198,6 +208,7 @@ class Dispatcher:
                 delivery = self._take_over(delivery)
                 taken_over += 1
             self._per_subscription[delivery.subscription_id] += 1
+            self._claimed[delivery.id] = delivery
             task = asyncio.create_task(self._deliver(delivery), name=delivery.id)
             self._sending[delivery.id] = task
             metrics.IN_FLIGHT.inc()
@@ -254,33 +265,32 @@ class Dispatcher:
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
         assert self._sender is not None
         subscription = delivery.subscription_id
+        gate = self._gates.get(subscription)
+        if gate is None:
+            gate = self._gates[subscription] = asyncio.Condition()
         try:
             if delivery.send_at is not None:  # paced by the subscription's rate_limit
                 await asyncio.sleep(max((delivery.send_at - self.clock()).total_seconds(), 0))
-            gate = self._gates.get(subscription)
-            if gate is None:
-                gate = self._gates[subscription] = asyncio.Condition()
             async with gate:
                 await gate.wait_for(lambda: self._sending_to[subscription] < (
                     self._concurrency.limit(subscription, delivery.max_concurrency)))
                 self._sending_to[subscription] += 1
             try:
+                if self._lease_too_short(delivery):
+                    await self._hand_back(delivery)
+                    return
                 self._sent_at[delivery.id] = (delivery, self.clock())
                 result = await self._sender.send(
                     delivery.url, delivery.event_id, delivery.payload, delivery.signing_secrets
                 )
+                record = self._record(delivery, result)
+                self._concurrency.answered(subscription, succeeded=record.outcome == "succeeded",
+                                           error_kind=record.error_kind)
+                self._add_record(record)
+                self._recorded.add(delivery.id)
                 del self._sent_at[delivery.id]
             finally:
                 self._sending_to[subscription] -= 1
-            record = self._record(delivery, result)
-            self._concurrency.answered(subscription, succeeded=record.outcome == "succeeded",
-                                       error_kind=record.error_kind)
-            self._add_record(record)
-            async with gate:
-                # As many as may go now: the slot this send freed, and one more if its
-                # success raised the limit.
-                gate.notify(self._concurrency.limit(subscription, delivery.max_concurrency)
-                            - self._sending_to[subscription])
         except Exception:
             # A bug must not take the other deliveries down; this one goes out again once
             # its lease expires.
@@ -288,14 +298,31 @@ class Dispatcher:
                           extra={"delivery_id": delivery.id})
         finally:
             self._sent_at.pop(delivery.id, None)
+            self._recorded.discard(delivery.id)
             del self._sending[delivery.id]
+            del self._claimed[delivery.id]
             metrics.IN_FLIGHT.dec()
             self._per_subscription[subscription] -= 1
             if self._per_subscription[subscription] <= 0:
                 del self._per_subscription[subscription]
                 del self._sending_to[subscription]
                 self._gates.pop(subscription, None)
+            else:
+                # As many as may go now: the slot this one freed, and one more if its
+                # success raised the limit.
+                async with gate:
+                    gate.notify(self._concurrency.limit(subscription, delivery.max_concurrency)
+                                - self._sending_to[subscription])
             self._slot_freed.set()
+
+    def _lease_too_short(self, delivery: ClaimedDelivery) -> bool:
+        """Whether the lease could run out before a send started now ends: after a long
+        wait at its subscription's gate, another dispatcher might take it over mid-send."""
+        return self.clock() + self.settings.request_timeout >= delivery.lease_expires_at
+
+    async def _hand_back(self, delivery: ClaimedDelivery) -> None:
+        with contextlib.suppress(*DATABASE_DOWN):  # else the lease just runs out
+            await self.store.release_leases({delivery.id: delivery.lease_token}, self.clock())
 
     def _record(self, delivery: ClaimedDelivery, result: AttemptResult) -> AttemptRecord:
         """The verdict on one attempt, counted and logged."""
@@ -350,10 +377,10 @@ class Dispatcher:
                 wait = _RETRY_FIRST / 2
                 self._unrecorded -= len(batch)
                 self._slot_freed.set()
-                for subscription_id in disabled:
-                    metrics.DISABLED.labels("gone").inc()
-                    log.warning("disabled subscription %s: its endpoint answered 410 Gone",
-                                subscription_id, extra={"subscription_id": subscription_id})
+                for subscription_id, reason in disabled.items():
+                    metrics.DISABLED.labels("gone" if reason == GONE_REASON else "policy").inc()
+                    log.warning("disabled subscription %s: %s", subscription_id, reason,
+                                extra={"subscription_id": subscription_id})
 
     async def _listen_forever(self) -> None:
         """Hold a LISTEN connection of its own, outside the pools, reconnecting whenever it
@@ -384,7 +411,7 @@ class Dispatcher:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), _LISTEN_CHECK_SECONDS)
                     if not lost.is_set():
-                        await connection.execute("SELECT 1", timeout=5)
+                        await connection.execute(QUERIES["ping"], timeout=5)
             except DATABASE_DOWN as error:
                 log.warning("LISTEN connection lost, reconnecting: %s", error)
             finally:
@@ -400,27 +427,27 @@ class Dispatcher:
             log.info("stopping: waiting up to %gs for %d attempts in flight", grace,
                      len(self._sending))
             _, pending = await asyncio.wait(list(self._sending.values()), timeout=grace)
-            sent = dict(self._sent_at)
+            sent, recorded = dict(self._sent_at), set(self._recorded)
+            held = {task.get_name(): self._claimed[task.get_name()] for task in pending}
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             now = self.clock()
-            unsent = []
-            for task in pending:
-                if task.get_name() in sent:
-                    delivery, started_at = sent[task.get_name()]
+            unsent: dict[str, str] = {}
+            for id, delivery in held.items():
+                if id in sent:
+                    started_at = sent[id][1]
                     self._add_record(decide(delivery, cut_off(started_at, now), now,
                                             self.settings.retry_schedule))
-                else:
-                    unsent.append(task.get_name())
+                elif id not in recorded:  # its answer is in the buffer already
+                    unsent[id] = delivery.lease_token
             if pending:
                 log.warning("cut off %d sends at the end of the grace period; %d deliveries "
                             "were not sent", len(pending) - len(unsent), len(unsent))
             if unsent:
                 with contextlib.suppress(*DATABASE_DOWN, TimeoutError):
-                    await asyncio.wait_for(
-                        self.store.release_leases(self.lease_token, unsent, self.clock()),
-                        _FINAL_WRITE_SECONDS)
+                    await asyncio.wait_for(self.store.release_leases(unsent, self.clock()),
+                                           _FINAL_WRITE_SECONDS)
                     log.info("handed back %d unsent deliveries", len(unsent))
         try:
             await asyncio.wait_for(self._write_records(), _FINAL_WRITE_SECONDS)

@@ -136,7 +136,7 @@ async def _run(settings: Settings, database: Database, *, api: bool, dispatcher:
         if engine is not None and maintenance is not None:
             worker = asyncio.create_task(engine.run(), name="dispatcher")
             maintenance.start()
-            log.info("dispatcher started (lease token %s)", engine.lease_token)
+            log.info("dispatcher %s started", engine.name)
         stopped = asyncio.create_task(stop.wait())
         waiting: set[asyncio.Task[Any]] = {stopped} | ({worker} if worker else set())
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)

@@ -162,16 +162,20 @@ WITH commit_mode AS (
 ), room AS (
     SELECT * FROM unnest($5::text[], $7::int[]) AS r(subscription_id, room)
 ), ready AS (
-    -- Those with due work that this dispatcher may take more of, longest waiting first (by
-    -- their earliest pending delivery: one being sent may stand for the oldest due).
+    -- Those with due work not being sent that this dispatcher may take more of.
     SELECT s.id AS subscription_id, coalesce(r.room, $6) AS room, s.max_concurrency,
            s.rate_limit, p.first_pending_at AS at
     FROM pending_subscriptions p
     JOIN subscriptions s ON s.id = p.subscription_id
     LEFT JOIN room r ON r.subscription_id = p.subscription_id
     WHERE p.first_pending_at <= $1 AND s.status = 'active' AND coalesce(r.room, $6) > 0
-    ORDER BY p.first_pending_at
-    LIMIT $2
+      AND EXISTS (
+          -- Deliveries being sent keep their place in the index: passed over here, at most
+          -- the ones in flight, instead of an index entry written and removed per send.
+          SELECT 1 FROM deliveries d
+          WHERE d.subscription_id = p.subscription_id AND d.status = 'pending'
+            AND d.next_attempt_at <= $1
+            AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $1))
 ), limited AS (
     SELECT s.id, s.rate_next_at
     FROM subscriptions s
@@ -179,7 +183,7 @@ WITH commit_mode AS (
                    WHERE max_concurrency IS NOT NULL OR rate_limit IS NOT NULL)
     FOR NO KEY UPDATE SKIP LOCKED
 ), allowed AS (
-    SELECT r.subscription_id, r.rate_limit, r.max_concurrency,
+    SELECT r.subscription_id, r.at, r.rate_limit, r.max_concurrency,
            greatest(l.rate_next_at, $1) AS rate_from,
            CASE
                WHEN (r.max_concurrency IS NOT NULL OR r.rate_limit IS NOT NULL)
@@ -195,13 +199,16 @@ WITH commit_mode AS (
                        greatest(l.rate_next_at, $1) - $1)::float8)))::int
            END AS take
     FROM ready r LEFT JOIN limited l ON l.id = r.subscription_id
+), taking AS (
+    -- The $2 longest waiting of those that may take any, by their earliest pending delivery
+    -- (one being sent may stand for the oldest due).
+    SELECT * FROM allowed WHERE take > 0 ORDER BY at LIMIT $2
 ), share AS (
-    SELECT greatest(1, ceil($2::float8 / greatest(count(*), 1)))::int AS each
-    FROM allowed WHERE take > 0
+    SELECT greatest(1, ceil($2::float8 / greatest(count(*), 1)))::int AS each FROM taking
 ), scheduled AS (
     SELECT d.id, d.subscription_id, d.next_attempt_at AS due_at, d.taken_over,
-           d.expired_lease
-    FROM allowed a CROSS JOIN share
+           d.expired_lease, false AS manual_row
+    FROM taking a CROSS JOIN share
     CROSS JOIN LATERAL (
         -- No more rows are locked than the claim may take: a row locked and not taken is
         -- hidden from other dispatchers until this commits, and its lock is written to
@@ -218,10 +225,11 @@ WITH commit_mode AS (
         LIMIT greatest(least(a.take, share.each), 0)
         FOR UPDATE OF d SKIP LOCKED
     ) d
-    WHERE a.take > 0
 ), manual AS (
+    -- Redeliveries asked for keep to this dispatcher's room and to their own spacing
+    -- (redeliver-failed), not to a subscription's max_concurrency or rate_limit.
     SELECT d.id, d.subscription_id, d.manual_due_at AS due_at, d.lease_token IS NOT NULL
-        AS taken_over, d.lease_expires_at AS expired_lease
+        AS taken_over, d.lease_expires_at AS expired_lease, true AS manual_row
     FROM deliveries d
     JOIN subscriptions s ON s.id = d.subscription_id
     LEFT JOIN room r ON r.subscription_id = d.subscription_id
@@ -233,23 +241,28 @@ WITH commit_mode AS (
     LIMIT $2
     FOR UPDATE OF d SKIP LOCKED
 ), candidates AS (
-    SELECT DISTINCT ON (id) id, subscription_id, due_at, taken_over, expired_lease
+    SELECT DISTINCT ON (id) id, subscription_id, due_at, taken_over, expired_lease, manual_row
     FROM (SELECT * FROM manual UNION ALL SELECT * FROM scheduled) AS due
     ORDER BY id, due_at
 ), paced AS (
     -- A paced subscription's k-th delivery of this claim may start (k - 1) / rate_limit
     -- seconds after the next free start (the chosen ones of each are its first places).
     SELECT ranked.id, ranked.subscription_id, ranked.due_at, ranked.taken_over,
-           ranked.expired_lease, a.rate_limit, a.rate_from, a.max_concurrency,
-           CASE WHEN a.rate_limit IS NOT NULL THEN a.rate_from + make_interval(secs =>
-               (ranked.place - 1) / a.rate_limit) END AS send_at
+           ranked.expired_lease, limits.rate_limit, limits.rate_from,
+           limits.max_concurrency,
+           CASE WHEN limits.rate_limit IS NOT NULL THEN limits.rate_from + make_interval(
+               secs => (ranked.paced_place - 1) / limits.rate_limit) END AS send_at
     FROM (
-        SELECT c.*, row_number() OVER (PARTITION BY c.subscription_id ORDER BY c.due_at)
-            AS place
+        SELECT c.*,
+               row_number() OVER (PARTITION BY c.subscription_id ORDER BY c.due_at) AS place,
+               row_number() OVER (PARTITION BY c.subscription_id, c.manual_row
+                                  ORDER BY c.due_at) AS paced_place
         FROM candidates c
     ) AS ranked
     LEFT JOIN room r ON r.subscription_id = ranked.subscription_id
-    LEFT JOIN allowed a ON a.subscription_id = ranked.subscription_id
+    -- The limits apply to the scheduled deliveries of the subscriptions this claim locked.
+    LEFT JOIN taking limits
+        ON limits.subscription_id = ranked.subscription_id AND NOT ranked.manual_row
     WHERE ranked.place <= coalesce(r.room, $6)
     -- Round robin: every subscription's first, then every subscription's second, ...
     ORDER BY ranked.place, ranked.due_at
@@ -317,7 +330,7 @@ SELECT least(
 -- each) and applies what each decided: the delivery moves to its next state, but only while
 -- the lease that sent it is still held (the attempt row is written either way); the
 -- subscription's health moves with it, and it is disabled where an attempt said so.
--- Returns the subscriptions this batch disabled.
+-- Returns the subscriptions this batch disabled, with the reason.
 WITH results AS (
     SELECT * FROM unnest($1::attempt_record_v1[])
 ), moved AS (
@@ -336,7 +349,7 @@ WITH results AS (
     -- The token is still there only while the lease that sent it is held: recording and
     -- handing back clear it, and a claim that takes over an expired lease replaces it.
     WHERE r.moves_delivery AND d.id = r.delivery_id AND d.lease_token = r.lease_token
-    RETURNING d.id
+    RETURNING d.id, d.subscription_id
 ), by_subscription AS (
     SELECT r.subscription_id,
            max(r.started_at) FILTER (WHERE r.health = 'success') AS last_success_at,
@@ -371,10 +384,11 @@ WITH results AS (
            OR s.failing_since IS NOT NULL OR s.last_success_at IS NULL
            OR s.last_success_at < h.last_success_at - interval '1 second')
 ), finished AS (
+    -- Only a send whose lease was still held stops counting: a late record of a lease
+    -- another dispatcher took over leaves that dispatcher's send counted.
     DELETE FROM sends_in_flight f
-    USING results r
-    WHERE r.moves_delivery AND f.subscription_id = r.subscription_id
-      AND f.delivery_id = r.delivery_id
+    USING moved
+    WHERE f.subscription_id = moved.subscription_id AND f.delivery_id = moved.id
 ), recorded AS (
     INSERT INTO attempts
         (delivery_id, attempt_number, trigger, started_at, duration_ms, response_status,
@@ -385,18 +399,21 @@ WITH results AS (
     FROM results r
     WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.delivery_id)
 )
--- The ones this batch disables; subscriptions read as the statement began, before it did.
-SELECT s.id
+-- The ones this batch disables, and why; subscriptions read as the statement began, before
+-- it did.
+SELECT s.id, h.disable_reason
 FROM subscriptions s JOIN by_subscription h ON h.subscription_id = s.id
 WHERE h.disable_reason IS NOT NULL AND s.status IN ('active', 'paused');
 
 -- name: release_leases --
--- Hands back deliveries leased to $1 and not sent, so another dispatcher takes them now.
+-- Hands back deliveries $1[i] still leased by $3[i] and not sent, so another dispatcher
+-- takes them now.
 WITH released AS (
-    UPDATE deliveries
+    UPDATE deliveries d
     SET lease_expires_at = NULL, lease_token = NULL, updated_at = $2
-    WHERE lease_token = $1 AND id = ANY ($3::text[])
-    RETURNING id, subscription_id
+    FROM unnest($1::text[], $3::text[]) AS l(id, lease_token)
+    WHERE d.id = l.id AND d.lease_token = l.lease_token
+    RETURNING d.id, d.subscription_id
 )
 DELETE FROM sends_in_flight f
 USING released
@@ -556,6 +573,9 @@ WHERE status = 'pending'
 GROUP BY subscription_id
 ORDER BY backlog DESC, subscription_id
 LIMIT $1;
+
+-- name: ping --
+SELECT 1;
 
 -- name: record_schema_digest --
 INSERT INTO schema_version (digest) VALUES ($1)

@@ -129,7 +129,7 @@ class ClaimedDelivery:
     url: str
     secret: str
     previous_secret: str | None  # still signing during a rotation's grace period
-    lease_token: str  # this dispatcher's lease on it
+    lease_token: str  # the lease this dispatcher's claim took on it
     lease_expires_at: datetime
     send_at: datetime | None = None  # not before: the subscription's rate_limit paces it
     max_concurrency: int | None = None  # what every dispatcher may have out to it at once
@@ -401,13 +401,14 @@ class Store:
         due: datetime | None = await _fetchval(self.pool, QUERIES["next_due_at"], now)
         return due
 
-    async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime) -> list[str]:
-        """Write the attempts; the ids of the subscriptions they disabled."""
+    async def record_attempts(self, records: Sequence[AttemptRecord], now: datetime
+                              ) -> dict[str, str]:
+        """Write the attempts; the subscriptions they disabled, with the reason."""
         rows = await _fetch(
             self.dispatch_pool, QUERIES["record_attempts"],
             [_record_row(record) for record in records], now,
         )
-        return [row["id"] for row in rows]
+        return {row["id"]: row["disable_reason"] for row in rows}
 
     # Maintenance
 
@@ -449,8 +450,10 @@ class Store:
     async def forget_expired_sends(self, now: datetime) -> None:
         await _execute(self.pool, QUERIES["forget_expired_sends"], now)
 
-    async def release_leases(self, lease_token: str, ids: Sequence[str], now: datetime) -> None:
-        await _execute(self.pool, QUERIES["release_leases"], lease_token, now, list(ids))
+    async def release_leases(self, leases: Mapping[str, str], now: datetime) -> None:
+        """Hand back deliveries not sent: `leases` maps each delivery's id to its lease."""
+        await _execute(self.pool, QUERIES["release_leases"], list(leases), now,
+                       list(leases.values()))
 
 
 # An AttemptRecord as the composite value asyncpg sends, its fields in the type's order.
