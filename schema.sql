@@ -151,6 +151,19 @@ CREATE TABLE IF NOT EXISTS sends_in_flight (
     PRIMARY KEY (subscription_id, delivery_id)
 );
 
+-- How many sends to a subscription are out now, across every dispatcher. VOLATILE (and
+-- plpgsql, so never inlined): it reads with a snapshot of its own, taken when it is called,
+-- so a claim that has just locked the subscription counts the sends of the claim that held
+-- the lock before it, which committed after the claim's own statement began.
+CREATE OR REPLACE FUNCTION sends_in_flight_now(subscription text, at timestamptz)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    RETURN (SELECT count(*) FROM sends_in_flight f
+            WHERE f.subscription_id = subscription AND f.lease_expires_at > at);
+END
+$$;
+
 -- A database made when a claim set the status 'in_flight' (keeping the one before in
 -- prior_status) gets its statuses back; its leases stay until they expire.
 DO $$

@@ -187,13 +187,11 @@ WITH commit_mode AS (
            greatest(l.rate_next_at, $1) AS rate_from,
            CASE
                WHEN (r.max_concurrency IS NOT NULL OR r.rate_limit IS NOT NULL)
-                    AND l.id IS NULL THEN 0  -- another dispatcher is claiming it now
+                    AND l.id IS NULL THEN 0  -- locked by another claim, or a record of it
                ELSE least(
                    r.room,
                    CASE WHEN r.max_concurrency IS NOT NULL THEN
-                       r.max_concurrency - (SELECT count(*) FROM sends_in_flight f
-                                            WHERE f.subscription_id = r.subscription_id
-                                              AND f.lease_expires_at > $1)::int END,
+                       r.max_concurrency - sends_in_flight_now(r.subscription_id, $1) END,
                    -- As many as may start within the next second.
                    ceil(r.rate_limit * (1 - extract(epoch FROM
                        greatest(l.rate_next_at, $1) - $1)::float8)))::int

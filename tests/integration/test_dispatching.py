@@ -213,7 +213,7 @@ class GatedStore(Store):
 
     async def record_attempts(
         self, records: Sequence[AttemptRecord], now: datetime
-    ) -> list[str]:
+    ) -> dict[str, str]:
         await self.gate.wait()
         return await super().record_attempts(records, now)
 
@@ -227,7 +227,7 @@ class DeadlockingStore(Store):
 
     async def record_attempts(
         self, records: Sequence[AttemptRecord], now: datetime
-    ) -> list[str]:
+    ) -> dict[str, str]:
         if self.refused == 0:
             self.refused += 1
             raise asyncpg.DeadlockDetectedError("deadlock detected")

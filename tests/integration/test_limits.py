@@ -86,10 +86,10 @@ async def test_two_dispatchers_together_keep_to_rate_limit(
 
     arrivals = sorted(request.at for request in receiver.requests)
     # Paced one every 1/rate seconds: no second-long window holds more than the rate, give
-    # or take the timer of one wake-up.
+    # or take a tenth for timers that fire late and then catch up.
     for first, start in enumerate(arrivals):
         within = sum(1 for at in arrivals[first:] if at < start + 1.0)
-        assert within <= rate + 1, (first, within)
+        assert within <= rate * 1.1, (first, within)
     assert arrivals[-1] - arrivals[0] >= (50 - 1) / rate * 0.9
 
 
