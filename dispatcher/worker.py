@@ -39,6 +39,21 @@ _STUCK_SECONDS = 2 * QUERY_TIMEOUT + 10
 log = logging.getLogger("hookpost.dispatcher")
 
 
+class _Backoff:
+    """Waits between tries of something that keeps failing: _RETRY_FIRST, then twice as
+    long each time, up to _RETRY_LAST; back to the first once it works."""
+
+    def __init__(self) -> None:
+        self._next = _RETRY_FIRST
+
+    def next(self) -> float:
+        wait, self._next = self._next, min(self._next * 2, _RETRY_LAST)
+        return wait
+
+    def reset(self) -> None:
+        self._next = _RETRY_FIRST
+
+
 class Dispatcher:
     """Claims due deliveries with SKIP LOCKED and a lease, fairly across subscriptions,
     sends them concurrently (bounded globally, and per subscription by how it answers and
@@ -63,7 +78,7 @@ class Dispatcher:
         self._sending: dict[str, asyncio.Task[None]] = {}
         # Deliveries whose request has gone out (or is going), with when it began: what a
         # shutdown cuts off is recorded as cut off, not handed back as unsent.
-        self._sent_at: dict[str, tuple[ClaimedDelivery, datetime]] = {}
+        self._sent_at: dict[str, datetime] = {}
         self._recorded: set[str] = set()  # answered, the record buffered, the task not ended
         self._claimed: dict[str, ClaimedDelivery] = {}  # every delivery held, by id
         self._per_subscription: Counter[str] = Counter()  # deliveries held, by subscription
@@ -77,7 +92,7 @@ class Dispatcher:
         self._write_lock = asyncio.Lock()
         self._last_tick: float | None = None
         self._database_down_since: float | None = None
-        self._down_wait = _RETRY_FIRST
+        self._claim_backoff = _Backoff()
         self._failed = False
         self._claimed_at = datetime.min.replace(tzinfo=UTC)  # the time the last claim saw
 
@@ -157,7 +172,7 @@ class Dispatcher:
                 log.warning("database back after %.1fs; delivering again",
                             time.monotonic() - self._database_down_since)
                 self._database_down_since = None
-                self._down_wait = _RETRY_FIRST
+                self._claim_backoff.reset()
             if claimed:
                 continue
             if until_idle and not self._sending and not self._unrecorded:
@@ -173,11 +188,8 @@ class Dispatcher:
         """Note that the database is away; how long to wait before trying again."""
         if self._database_down_since is None:
             self._database_down_since = time.monotonic()
-            self._down_wait = _RETRY_FIRST
             log.warning("database unavailable, retrying: %s", error)
-        else:
-            self._down_wait = min(self._down_wait * 2, _RETRY_LAST)
-        return self._down_wait
+        return self._claim_backoff.next()
 
     def _free_slots(self) -> int:
         # An attempt holds its place until it is recorded, so a slow database slows the
@@ -279,7 +291,7 @@ class Dispatcher:
                 if self._lease_too_short(delivery):
                     await self._hand_back(delivery)
                     return
-                self._sent_at[delivery.id] = (delivery, self.clock())
+                self._sent_at[delivery.id] = self.clock()
                 result = await self._sender.send(
                     delivery.url, delivery.event_id, delivery.payload, delivery.signing_secrets
                 )
@@ -351,7 +363,7 @@ class Dispatcher:
 
     async def _write_records(self) -> None:
         """Write every buffered attempt; keep them and retry while the database is down."""
-        wait = _RETRY_FIRST / 2
+        backoff = _Backoff()
         async with self._write_lock:
             while self._records:
                 batch, self._records = self._records, []
@@ -360,8 +372,7 @@ class Dispatcher:
                 except DATABASE_DOWN as error:
                     self._records[:0] = batch
                     log.warning("cannot record %d attempts yet: %s", len(batch), error)
-                    wait = min(wait * 2, _RETRY_LAST)
-                    await asyncio.sleep(wait)
+                    await asyncio.sleep(backoff.next())
                     continue
                 except asyncpg.TransactionRollbackError as error:
                     # A deadlock with another writer of the same subscriptions' health (a
@@ -374,7 +385,7 @@ class Dispatcher:
                 except BaseException:
                     self._records[:0] = batch  # cancelled (or a bug): kept for a last try
                     raise
-                wait = _RETRY_FIRST / 2
+                backoff.reset()
                 self._unrecorded -= len(batch)
                 self._slot_freed.set()
                 for subscription_id, reason in disabled.items():
@@ -390,7 +401,7 @@ class Dispatcher:
         def on_notify(*_: object) -> None:
             self._wake.set()
 
-        wait = _RETRY_FIRST
+        backoff = _Backoff()
         lost = asyncio.Event()
         while True:
             lost.clear()
@@ -398,13 +409,12 @@ class Dispatcher:
                 connection = await connect(self.store.url)
             except DATABASE_DOWN as error:
                 log.debug("LISTEN connection not made yet: %s", error)
-                wait = min(wait * 2, _RETRY_LAST)
-                await asyncio.sleep(wait)
+                await asyncio.sleep(backoff.next())
                 continue
             try:
                 connection.add_termination_listener(lambda _: lost.set())
                 await connection.add_listener(NOTIFY_CHANNEL, on_notify)
-                wait = _RETRY_FIRST
+                backoff.reset()
                 self._wake.set()  # anything sent while we were not listening
                 while not lost.is_set() and not connection.is_closed():
                     # A server that vanishes without closing the socket is found by asking.
@@ -416,7 +426,7 @@ class Dispatcher:
                 log.warning("LISTEN connection lost, reconnecting: %s", error)
             finally:
                 connection.terminate()
-            await asyncio.sleep(wait)
+            await asyncio.sleep(backoff.next())
 
     async def _shut_down(self, side_tasks: list[asyncio.Task[None]]) -> None:
         """Let attempts in flight finish within the grace period; record them, and those
@@ -436,8 +446,7 @@ class Dispatcher:
             unsent: dict[str, str] = {}
             for id, delivery in held.items():
                 if id in sent:
-                    started_at = sent[id][1]
-                    self._add_record(decide(delivery, cut_off(started_at, now), now,
+                    self._add_record(decide(delivery, cut_off(sent[id], now), now,
                                             self.settings.retry_schedule))
                 elif id not in recorded:  # its answer is in the buffer already
                     unsent[id] = delivery.lease_token

@@ -67,6 +67,10 @@ DATABASE_DOWN = (
     asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 
+# Every timestamp is read and written as UTC. As a connection setting, it is the session's
+# own default, which no RESET can undo.
+_SESSION = {"timezone": "UTC"}
+
 # The longest any one statement may take before its connection is given up as stuck: a
 # dead peer that never closes its socket would otherwise hold a caller forever.
 QUERY_TIMEOUT = 30.0
@@ -84,9 +88,7 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10,
     With `generic_plans`, each session plans a prepared statement once and reuses that
     plan, instead of planning it again for every set of parameters. `query_timeout` bounds
     every statement (None: no bound, for loading data in bulk)."""
-    # Every timestamp is read and written as UTC. As a connection setting, it is the
-    # session's own default, which no RESET can undo.
-    server_settings = {"timezone": "UTC"}
+    server_settings = dict(_SESSION)
     if generic_plans:
         server_settings["plan_cache_mode"] = "force_generic_plan"
     retrying = AsyncRetrying(
@@ -108,7 +110,7 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10,
 async def connect(url: str) -> asyncpg.Connection:
     """A connection of its own, outside every pool (the dispatcher's LISTEN connection)."""
     connection: asyncpg.Connection = await asyncpg.connect(
-        url, server_settings={"timezone": "UTC"}, command_timeout=QUERY_TIMEOUT,
+        url, server_settings=_SESSION, command_timeout=QUERY_TIMEOUT,
         timeout=QUERY_TIMEOUT,
     )
     return connection
