@@ -16,7 +16,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 from urllib.parse import quote, urlsplit
 
 import httptools
@@ -80,8 +80,7 @@ def destination_of(url: str) -> Destination:
     return Destination(tls, host, port, target, host_header)
 
 
-@dataclass(frozen=True, slots=True)
-class HttpResponse:
+class HttpResponse(NamedTuple):
     status: int
     headers: list[tuple[str, str]]  # names in lower case, in the order received
     body: bytes  # at most RESPONSE_BODY_LIMIT bytes

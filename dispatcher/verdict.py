@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from dispatcher.schedule import Outcome, next_attempt_at, parse_retry_after
 from hookpost.store import AttemptRecord, ClaimedDelivery
@@ -34,8 +34,7 @@ class ErrorKind(enum.StrEnum):
 _NOT_THE_RECEIVERS = (ErrorKind.CUT_OFF, ErrorKind.UNKNOWN)
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptResult:
+class AttemptResult(NamedTuple):
     """What one send saw: a response, or why none came."""
 
     started_at: datetime
@@ -79,8 +78,7 @@ def classify(status: int | None) -> Outcome:
     return Outcome.RETRY
 
 
-@dataclass(frozen=True, slots=True)
-class NextState:
+class NextState(NamedTuple):
     """Where a delivery goes after an attempt, and the outcome the attempt is recorded with."""
 
     status: str  # pending, succeeded or failed

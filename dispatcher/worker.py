@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections import Counter
@@ -84,6 +83,7 @@ class Dispatcher:
         self._per_subscription: Counter[str] = Counter()  # deliveries held, by subscription
         self._sending_to: Counter[str] = Counter()  # of which being sent now
         self._gates: dict[str, asyncio.Condition] = {}
+        self._waiting: Counter[str] = Counter()  # deliveries waiting at each gate
         self._concurrency = Concurrency(ceiling=settings.max_per_subscription,
                                         max_in_flight=settings.max_in_flight)
         self._records: list[AttemptRecord] = []
@@ -237,7 +237,7 @@ class Dispatcher:
         leased_at = expired - self.settings.lease
         self._add_record(decide(delivery, unknown_outcome(leased_at), self.clock(),
                                 self.settings.retry_schedule))
-        return dataclasses.replace(delivery, attempt_count=delivery.attempt_count + 1)
+        return delivery._replace(attempt_count=delivery.attempt_count + 1)
 
     def _add_record(self, record: AttemptRecord) -> None:
         self._records.append(record)
@@ -283,15 +283,13 @@ class Dispatcher:
         try:
             if delivery.send_at is not None:  # paced by the subscription's rate_limit
                 await asyncio.sleep(max((delivery.send_at - self.clock()).total_seconds(), 0))
-            async with gate:
-                await gate.wait_for(lambda: self._sending_to[subscription] < (
-                    self._concurrency.limit(subscription, delivery.max_concurrency)))
-                self._sending_to[subscription] += 1
+            await self._enter_gate(gate, delivery)
             try:
-                if self._lease_too_short(delivery):
+                now = self.clock()
+                if self._lease_too_short(delivery, now):
                     await self._hand_back(delivery)
                     return
-                self._sent_at[delivery.id] = self.clock()
+                self._sent_at[delivery.id] = now
                 result = await self._sender.send(
                     delivery.url, delivery.event_id, delivery.payload, delivery.signing_secrets
                 )
@@ -319,7 +317,7 @@ class Dispatcher:
                 del self._per_subscription[subscription]
                 del self._sending_to[subscription]
                 self._gates.pop(subscription, None)
-            else:
+            elif self._waiting[subscription]:
                 # As many as may go now: the slot this one freed, and one more if its
                 # success raised the limit.
                 async with gate:
@@ -327,10 +325,31 @@ class Dispatcher:
                                 - self._sending_to[subscription])
             self._slot_freed.set()
 
-    def _lease_too_short(self, delivery: ClaimedDelivery) -> bool:
-        """Whether the lease could run out before a send started now ends: after a long
+    async def _enter_gate(self, gate: asyncio.Condition, delivery: ClaimedDelivery) -> None:
+        """Wait until the subscription may have one more send out, and count it."""
+        subscription = delivery.subscription_id
+
+        def may_send() -> bool:
+            return self._sending_to[subscription] < self._concurrency.limit(
+                subscription, delivery.max_concurrency)
+
+        if may_send():  # the common case: no lock, no wait
+            self._sending_to[subscription] += 1
+            return
+        self._waiting[subscription] += 1
+        try:
+            async with gate:
+                await gate.wait_for(may_send)
+                self._sending_to[subscription] += 1
+        finally:
+            self._waiting[subscription] -= 1
+            if self._waiting[subscription] <= 0:
+                del self._waiting[subscription]
+
+    def _lease_too_short(self, delivery: ClaimedDelivery, now: datetime) -> bool:
+        """Whether the lease could run out before a send started `now` ends: after a long
         wait at its subscription's gate, another dispatcher might take it over mid-send."""
-        return self.clock() + self.settings.request_timeout >= delivery.lease_expires_at
+        return now + self.settings.request_timeout >= delivery.lease_expires_at
 
     async def _hand_back(self, delivery: ClaimedDelivery) -> None:
         with contextlib.suppress(*DATABASE_DOWN):  # else the lease just runs out
@@ -339,20 +358,21 @@ class Dispatcher:
     def _record(self, delivery: ClaimedDelivery, result: AttemptResult) -> AttemptRecord:
         """The verdict on one attempt, counted and logged."""
         record = decide(delivery, result, self.clock(), self.settings.retry_schedule)
-        metrics.ATTEMPTS.labels(record.outcome,
-                                metrics.response_class(result.status, record.error_kind)).inc()
+        metrics.attempts_counter(
+            record.outcome, metrics.response_class(result.status, record.error_kind)).inc()
         metrics.ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
         # Successes are many and all in the database and the metrics; the rest is news.
-        log.log(
-            logging.DEBUG if record.outcome == Outcome.SUCCEEDED else logging.INFO,
-            "attempt %d of %s (subscription %s, event %s, %s): %s",
-            record.attempt_number, delivery.id, delivery.subscription_id, delivery.event_id,
-            delivery.event_type, result.status or record.error_kind,
-            extra={"delivery_id": delivery.id, "subscription_id": delivery.subscription_id,
-                   "event_id": delivery.event_id, "event_type": delivery.event_type,
-                   "attempt": record.attempt_number, "outcome": record.outcome,
-                   "status": result.status, "error_kind": record.error_kind},
-        )
+        level = logging.DEBUG if record.outcome == Outcome.SUCCEEDED else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(
+                level, "attempt %d of %s (subscription %s, event %s, %s): %s",
+                record.attempt_number, delivery.id, delivery.subscription_id,
+                delivery.event_id, delivery.event_type, result.status or record.error_kind,
+                extra={"delivery_id": delivery.id, "subscription_id": delivery.subscription_id,
+                       "event_id": delivery.event_id, "event_type": delivery.event_type,
+                       "attempt": record.attempt_number, "outcome": record.outcome,
+                       "status": result.status, "error_kind": record.error_kind},
+            )
         return record
 
     async def _write_records_forever(self) -> None:

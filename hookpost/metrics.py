@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -55,6 +57,13 @@ DISABLED = Counter(
     "hookpost_subscriptions_disabled", "Subscriptions hookpost disabled, by reason.",
     ["reason"], registry=REGISTRY,
 )
+
+
+@functools.cache
+def attempts_counter(outcome: str, response: str) -> Counter:
+    """The ATTEMPTS child for one outcome and response class (looked up once, not per
+    attempt)."""
+    return ATTEMPTS.labels(outcome, response)
 
 
 def response_class(status: int | None, error_kind: str | None) -> str:

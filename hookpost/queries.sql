@@ -162,20 +162,13 @@ WITH commit_mode AS (
 ), room AS (
     SELECT * FROM unnest($5::text[], $7::int[]) AS r(subscription_id, room)
 ), ready AS (
-    -- Those with due work not being sent that this dispatcher may take more of.
+    -- Those with due work that this dispatcher may take more of.
     SELECT s.id AS subscription_id, coalesce(r.room, $6) AS room, s.max_concurrency,
            s.rate_limit, p.first_pending_at AS at
     FROM pending_subscriptions p
     JOIN subscriptions s ON s.id = p.subscription_id
     LEFT JOIN room r ON r.subscription_id = p.subscription_id
     WHERE p.first_pending_at <= $1 AND s.status = 'active' AND coalesce(r.room, $6) > 0
-      AND EXISTS (
-          -- Deliveries being sent keep their place in the index: passed over here, at most
-          -- the ones in flight, instead of an index entry written and removed per send.
-          SELECT 1 FROM deliveries d
-          WHERE d.subscription_id = p.subscription_id AND d.status = 'pending'
-            AND d.next_attempt_at <= $1
-            AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $1))
 ), limited AS (
     SELECT s.id, s.rate_next_at
     FROM subscriptions s
@@ -198,15 +191,16 @@ WITH commit_mode AS (
            END AS take
     FROM ready r LEFT JOIN limited l ON l.id = r.subscription_id
 ), taking AS (
-    -- The $2 longest waiting of those that may take any, by their earliest pending delivery
-    -- (one being sent may stand for the oldest due).
-    SELECT * FROM allowed WHERE take > 0 ORDER BY at LIMIT $2
+    SELECT * FROM allowed WHERE take > 0
 ), share AS (
     SELECT greatest(1, ceil($2::float8 / greatest(count(*), 1)))::int AS each FROM taking
 ), scheduled AS (
+    -- The longest waiting first, by their earliest pending delivery (one being sent may
+    -- stand for the oldest due), until $2 are found: those whose due deliveries are all
+    -- being sent (by another dispatcher, say) find none and leave their share to the rest.
     SELECT d.id, d.subscription_id, d.next_attempt_at AS due_at, d.taken_over,
            d.expired_lease, false AS manual_row
-    FROM taking a CROSS JOIN share
+    FROM (SELECT * FROM taking ORDER BY at) a CROSS JOIN share
     CROSS JOIN LATERAL (
         -- No more rows are locked than the claim may take: a row locked and not taken is
         -- hidden from other dispatchers until this commits, and its lock is written to
@@ -223,6 +217,7 @@ WITH commit_mode AS (
         LIMIT greatest(least(a.take, share.each), 0)
         FOR UPDATE OF d SKIP LOCKED
     ) d
+    LIMIT $2
 ), manual AS (
     -- Redeliveries asked for keep to this dispatcher's room and to their own spacing
     -- (redeliver-failed), not to a subscription's max_concurrency or rate_limit.

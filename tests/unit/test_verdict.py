@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -29,9 +28,9 @@ PENDING = ClaimedDelivery(
     lease_expires_at=NOW + timedelta(minutes=2),
 )
 # The sixth and last attempt of the default schedule.
-LAST = replace(PENDING, attempt_count=5, scheduled_attempts=5)
+LAST = PENDING._replace(attempt_count=5, scheduled_attempts=5)
 # A manual redelivery of a delivery that had failed.
-MANUAL = replace(PENDING, attempt_count=6, scheduled_attempts=6, status="failed",
+MANUAL = PENDING._replace(attempt_count=6, scheduled_attempts=6, status="failed",
                  next_attempt_at=None, manual=True)
 
 
@@ -127,5 +126,5 @@ def test_a_manual_attempt_clears_the_request_unless_cut_off() -> None:
 
 
 def test_a_resend_is_carried_to_the_row() -> None:
-    result = replace(answered(200), resent=True)
+    result = answered(200)._replace(resent=True)
     assert decide(PENDING, result, NOW, SCHEDULE).resent
