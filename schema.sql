@@ -8,6 +8,23 @@ LANGUAGE sql VOLATILE AS $$
         || substr(replace(gen_random_uuid()::text, '-', ''), 1, 16)
 $$;
 
+-- Whom events are for: one customer of the producers'. Every subscription, event, delivery
+-- and attempt belongs to one tenant, and an event fans out only to its own tenant's
+-- subscriptions. The tenant `default` takes whatever names none.
+CREATE TABLE IF NOT EXISTS tenants (
+    id         text PRIMARY KEY DEFAULT new_id('ten'),
+    name       text NOT NULL,
+    uid        text,  -- the producer's own id for this customer, accepted in place of id
+    status     text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'deleted')),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tenants_uid ON tenants (uid) WHERE status = 'active';
+CREATE INDEX IF NOT EXISTS tenants_listing
+    ON tenants (created_at DESC, id DESC) WHERE status = 'active';
+INSERT INTO tenants (id, name, uid) VALUES ('ten_default', 'default', 'default')
+ON CONFLICT (id) DO NOTHING;
+
 CREATE TABLE IF NOT EXISTS api_keys (
     id          text PRIMARY KEY DEFAULT new_id('key'),
     name        text NOT NULL,
@@ -316,6 +333,106 @@ BEGIN
         );
     END IF;
 END
+$$;
+
+-- Every table holding a tenant's rows carries its tenant, so they could be distributed by
+-- tenant. A database made before tenants has every row in the default tenant: the column
+-- is added with that default (no table is rewritten), which is then dropped, so every new
+-- row must name its tenant. (Checked first: ALTER TABLE takes the table's strongest lock.)
+DO $$
+DECLARE
+    tenant_table text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'api_keys'
+                     AND column_name = 'tenant_id') THEN
+        ALTER TABLE api_keys ADD COLUMN tenant_id text REFERENCES tenants (id);
+    END IF;
+    FOREACH tenant_table IN ARRAY
+        ARRAY['subscriptions', 'events', 'deliveries', 'attempts', 'sends_in_flight']
+    LOOP
+        IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                       WHERE table_schema = current_schema() AND table_name = tenant_table
+                         AND column_name = 'tenant_id') THEN
+            EXECUTE format('ALTER TABLE %I ADD COLUMN tenant_id text NOT NULL DEFAULT %L',
+                           tenant_table, 'ten_default');
+            EXECUTE format('ALTER TABLE %I ALTER COLUMN tenant_id DROP DEFAULT', tenant_table);
+        END IF;
+    END LOOP;
+    -- Checked without blocking writes: NOT VALID, then VALIDATE.
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'subscriptions_tenant_fkey') THEN
+        ALTER TABLE subscriptions ADD CONSTRAINT subscriptions_tenant_fkey
+            FOREIGN KEY (tenant_id) REFERENCES tenants (id) NOT VALID;
+        ALTER TABLE subscriptions VALIDATE CONSTRAINT subscriptions_tenant_fkey;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'events_tenant_fkey') THEN
+        ALTER TABLE events ADD CONSTRAINT events_tenant_fkey
+            FOREIGN KEY (tenant_id) REFERENCES tenants (id) NOT VALID;
+        ALTER TABLE events VALIDATE CONSTRAINT events_tenant_fkey;
+    END IF;
+END
+$$;
+
+CREATE INDEX IF NOT EXISTS subscriptions_of_tenant
+    ON subscriptions (tenant_id, created_at DESC, id DESC) WHERE status <> 'deleted';
+CREATE INDEX IF NOT EXISTS deliveries_of_tenant
+    ON deliveries (tenant_id, created_at DESC, id DESC);
+
+-- Fan-out by index: one row per event type pattern of each subscription not deleted, so
+-- an event finds the subscriptions it matches by looking up the few patterns that can
+-- match its type (event_type_patterns), however many other subscriptions there are.
+CREATE TABLE IF NOT EXISTS subscription_patterns (
+    tenant_id       text NOT NULL,
+    pattern         text NOT NULL,
+    subscription_id text NOT NULL REFERENCES subscriptions (id) ON DELETE CASCADE,
+    PRIMARY KEY (tenant_id, pattern, subscription_id)
+);
+CREATE INDEX IF NOT EXISTS subscription_patterns_of_subscription
+    ON subscription_patterns (subscription_id);
+
+-- Kept by the database itself, whatever writes subscriptions. A deleted subscription has
+-- none (it never comes back); paused and disabled ones keep theirs, and the fan-out checks
+-- the status.
+CREATE OR REPLACE FUNCTION keep_subscription_patterns() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.event_types = OLD.event_types AND NEW.tenant_id = OLD.tenant_id
+           AND (NEW.status = 'deleted') = (OLD.status = 'deleted') THEN
+            RETURN NULL;
+        END IF;
+        DELETE FROM subscription_patterns WHERE subscription_id = OLD.id;
+    END IF;
+    IF NEW.status <> 'deleted' THEN
+        INSERT INTO subscription_patterns (tenant_id, pattern, subscription_id)
+        SELECT DISTINCT NEW.tenant_id, pattern, NEW.id FROM unnest(NEW.event_types) AS pattern;
+    END IF;
+    RETURN NULL;
+END
+$$;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'subscriptions_keep_patterns') THEN
+        CREATE TRIGGER subscriptions_keep_patterns
+            AFTER INSERT OR UPDATE OF event_types, tenant_id, status ON subscriptions
+            FOR EACH ROW EXECUTE FUNCTION keep_subscription_patterns();
+        -- A database made before: the patterns of the subscriptions it has.
+        INSERT INTO subscription_patterns (tenant_id, pattern, subscription_id)
+        SELECT DISTINCT s.tenant_id, pattern, s.id
+        FROM subscriptions s CROSS JOIN LATERAL unnest(s.event_types) AS pattern
+        WHERE s.status <> 'deleted'
+        ON CONFLICT DO NOTHING;
+    END IF;
+END
+$$;
+
+-- The patterns a subscription can hold that match events of `type`: '*', the type itself,
+-- and 'prefix.*' for every prefix that ends at a dot ('a.*' and 'a.b.*' for 'a.b.c').
+CREATE OR REPLACE FUNCTION event_type_patterns(type text) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ARRAY['*', type] || coalesce(array_agg(left(type, dot) || '*' ORDER BY dot), '{}')
+    FROM generate_series(1, length(type)) AS dot
+    WHERE substr(type, dot, 1) = '.'
 $$;
 
 -- Which schema.sql was applied last, so /ready can tell a process and its database apart.

@@ -10,6 +10,7 @@ from api.ingest import IngestBatcher
 from api.probes import DISPATCHER
 from api.routes import ROUTES
 from api.state import CLOCK, INGEST, SETTINGS, STORE
+from api.tenancy import TENANT_CACHE, TenantCache
 from dispatcher.worker import Dispatcher
 from hookpost.clock import Clock, utcnow
 from hookpost.settings import Settings
@@ -31,6 +32,7 @@ def create_app(
     app[CLOCK] = clock
     app[DISPATCHER] = dispatcher
     app[KEY_CACHE] = KeyCache()
+    app[TENANT_CACHE] = TenantCache()
     app[INGEST] = IngestBatcher(store)
     app.add_routes(ROUTES)
     return app

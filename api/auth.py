@@ -11,7 +11,7 @@ from aiohttp import web
 
 from api.errors import ApiError
 from api.headers import read_header
-from hookpost.store import ApiKey, Store
+from hookpost.store import DEFAULT_TENANT, EVERYTHING, ApiKey, Scope, Store
 
 
 class Role(StrEnum):
@@ -29,9 +29,11 @@ def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-async def create_key(store: Store, role: Role, name: str) -> tuple[str, ApiKey]:
+async def create_key(store: Store, role: Role, name: str, tenant_id: str | None = None
+                     ) -> tuple[str, ApiKey]:
+    """A new key (shown once) and its record; `tenant_id` binds it to one tenant's rows."""
     key = new_key(role)
-    return key, await store.insert_api_key(name, role.value, hash_key(key))
+    return key, await store.insert_api_key(name, role.value, hash_key(key), tenant_id)
 
 
 KEY_CACHE_SECONDS = 5.0
@@ -79,6 +81,14 @@ async def authorize(request: web.Request, store: Store, *roles: Role) -> ApiKey:
     return api_key
 
 
-def scope(api_key: ApiKey) -> str | None:
-    """The owner whose rows this key may see: its own id, or None (everyone) for admins."""
-    return None if api_key.role == Role.ADMIN else api_key.id
+def scope(api_key: ApiKey) -> Scope:
+    """The rows this key may see and change, and the tenants it may write to. An admin
+    reaches every tenant, and so does a producer bound to none (which reads only the events
+    it posted). A key bound to a tenant reaches that tenant alone. A subscriber key bound
+    to none (every key made before tenants) reaches the subscriptions it made, in the
+    default tenant."""
+    if api_key.tenant_id is not None:
+        return Scope(tenant_id=api_key.tenant_id)
+    if api_key.role == Role.SUBSCRIBER:
+        return Scope(tenant_id=DEFAULT_TENANT, owner_key_id=api_key.id)
+    return EVERYTHING

@@ -30,6 +30,13 @@ IDEMPOTENCY_KEY_LIMIT = 255
 IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=IDEMPOTENCY_KEY_LIMIT,
                                                   pattern=_NO_NUL)]
 Id = Annotated[str, StringConstraints(pattern=_NO_NUL)]
+TenantName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=_NO_NUL)]
+# A producer's own id for a customer. Not one of hookpost's tenant ids, which it would
+# shadow wherever a tenant is named.
+TenantUid = Annotated[str, StringConstraints(
+    min_length=1, max_length=255, pattern=r"^(?!ten_)[A-Za-z0-9._:-]+$")]
+TENANT_FIELD = Field(
+    default=None, description="The tenant, by id or uid; the tenant `default` if left out.")
 
 
 def _not_a_number(value: Any) -> Any:
@@ -87,6 +94,7 @@ LIMITS = ("max_concurrency", "rate_limit")
 
 
 class SubscriptionCreate(Request):
+    tenant_id: Id | None = TENANT_FIELD
     url: Url
     event_types: Annotated[list[EventFilter], Field(min_length=1, max_length=100)]
     description: Description = ""
@@ -117,6 +125,7 @@ class SubscriptionUpdate(Request):
 
 
 class EventCreate(Request):
+    tenant_id: Id | None = TENANT_FIELD
     type: EventType
     data: dict[str, Any]
     idempotency_key: IdempotencyKey | None = None
@@ -166,6 +175,7 @@ class RotateSecret(Request):
 
 class Subscription(BaseModel):
     id: str
+    tenant_id: str
     url: str
     event_types: list[str]
     description: str
@@ -220,6 +230,7 @@ class SubscriptionPage(BaseModel):
 
 class EventAccepted(BaseModel):
     id: str
+    tenant_id: str
     type: str
     created_at: datetime
     deliveries: int = Field(description="How many subscriptions the event fanned out to.")
@@ -227,6 +238,7 @@ class EventAccepted(BaseModel):
 
 class DeliverySummary(BaseModel):
     id: str
+    tenant_id: str
     event_id: str
     event_type: str
     subscription_id: str
@@ -246,6 +258,7 @@ class DeliveryPage(BaseModel):
 
 class Event(BaseModel):
     id: str
+    tenant_id: str
     type: str
     data: dict[str, Any]
     created_at: datetime
@@ -308,3 +321,45 @@ class Readiness(BaseModel):
     dispatcher_ticking: bool | None = Field(
         description="The dispatcher loop came round lately; null where none runs."
     )
+
+
+# Tenants
+
+
+class TenantCreate(Request):
+    name: TenantName
+    uid: TenantUid | None = None
+
+
+class TenantUpdate(Request):
+    """Only the fields sent change; a uid of null removes it."""
+
+    model_config = ConfigDict(json_schema_extra=_absent_not_null)
+
+    name: TenantName | None = None
+    uid: TenantUid | None = None
+
+    @model_validator(mode="after")
+    def _no_null_name(self) -> TenantUpdate:
+        if "name" in self.model_fields_set and self.name is None:
+            raise ValueError("name cannot be null; leave it out to keep it")
+        return self
+
+
+class Tenant(BaseModel):
+    id: str
+    name: str
+    uid: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TenantDetail(Tenant):
+    subscriptions: dict[str, int] = Field(
+        description="How many subscriptions it has, by status (active, paused, disabled).")
+    pending: int = Field(description="Deliveries still to be sent to its subscriptions.")
+
+
+class TenantPage(BaseModel):
+    data: list[Tenant]
+    next_cursor: str | None

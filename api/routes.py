@@ -19,6 +19,7 @@ from api.openapi import Header, Operation, build_document
 from api.probes import PROBES
 from api.responses import model_response
 from api.state import CLOCK, INGEST, SETTINGS, STORE
+from api.tenancy import tenant_to_write
 from dispatcher.destinations import check_destination
 from dispatcher.signing import new_secret
 from hookpost import __version__, metrics
@@ -119,15 +120,16 @@ async def create_subscription(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
     body = await _body(request, models.SubscriptionCreate)
+    tenant_id = await tenant_to_write(request, store, caller, body.tenant_id)
     await _check_url(request, body.url)
     record = await store.insert_subscription(
         caller.id, body.url, body.event_types, body.description, body.status, new_secret(),
-        request.app[CLOCK](), body.max_concurrency, body.rate_limit,
+        request.app[CLOCK](), body.max_concurrency, body.rate_limit, tenant_id,
     )
     return model_response(models.SubscriptionCreated.model_validate(record.model_dump()), 201)
 
 
-Row = TypeVar("Row", records.Subscription, records.Delivery)
+Row = TypeVar("Row", records.Subscription, records.Delivery, records.Tenant)
 
 
 def _page(rows: list[Row], limit: int) -> tuple[list[Row], str | None]:
@@ -229,7 +231,7 @@ async def send_test_event(request: web.Request) -> web.Response:
     data = {"subscription_id": subscription.id,
             "message": "a test event sent on request; it needs no action"}
     payload = event_payload(event_id, records.TEST_EVENT_TYPE, now, data)
-    delivery_id = await store.send_test_event(event_id, payload, caller.id, subscription.id, now)
+    delivery_id = await store.send_test_event(event_id, payload, caller.id, subscription, now)
     return model_response(models.TestSent(event_id=event_id, delivery_id=delivery_id), 202)
 
 
@@ -259,6 +261,7 @@ async def create_event(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.PRODUCER, Role.ADMIN)
     body = await _body(request, models.EventCreate)
+    tenant_id = await tenant_to_write(request, store, caller, body.tenant_id)
     key = _idempotency_key(request, body)
     now = request.app[CLOCK]()
     event_id = new_id("evt")
@@ -267,31 +270,33 @@ async def create_event(request: web.Request) -> web.Response:
     if len(payload) > limit:
         raise ApiError(413, "payload_too_large", f"the event payload is over {limit} bytes")
     deliveries = await request.app[INGEST].ingest(
-        records.NewEvent(event_id, body.type, payload, caller.id, key, now)
+        records.NewEvent(event_id, body.type, payload, caller.id, key, now, tenant_id)
     )
     if deliveries is not None:
         metrics.EVENTS.labels(body.type).inc()
-        accepted = models.EventAccepted(id=event_id, type=body.type, created_at=now,
-                                        deliveries=deliveries)
+        accepted = models.EventAccepted(id=event_id, tenant_id=tenant_id, type=body.type,
+                                        created_at=now, deliveries=deliveries)
         return model_response(accepted, 202)
     assert key is not None  # only an idempotency key makes an event not be stored
     event, deliveries = await store.event_by_idempotency_key(caller.id, key)
-    if not _same_event(event, body):
+    if not _same_event(event, body, tenant_id):
         raise ApiError(
             409, "idempotency_conflict",
             "this idempotency key was already used for an event with another type or data",
         )
     accepted = models.EventAccepted(
-        id=event.id, type=event.type, created_at=event.created_at, deliveries=deliveries
+        id=event.id, tenant_id=event.tenant_id, type=event.type, created_at=event.created_at,
+        deliveries=deliveries,
     )
     response = model_response(accepted, 202)
     response.headers["Idempotent-Replayed"] = "true"
     return response
 
 
-def _same_event(event: records.Event, body: models.EventCreate) -> bool:
+def _same_event(event: records.Event, body: models.EventCreate, tenant_id: str) -> bool:
     """Whether a replayed request asks for the event the idempotency key already made."""
-    return event.type == body.type and json.loads(event.payload)["data"] == body.data
+    return (event.tenant_id == tenant_id and event.type == body.type
+            and json.loads(event.payload)["data"] == body.data)
 
 
 def _idempotency_key(request: web.Request, body: models.EventCreate) -> str | None:
@@ -309,17 +314,17 @@ def _idempotency_key(request: web.Request, body: models.EventCreate) -> str | No
 async def get_event(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.PRODUCER, Role.SUBSCRIBER, Role.ADMIN)
-    # Producers see the events they posted; subscribers, those delivered to them (and only
-    # their own deliveries of it).
+    # Producers see the events they posted; subscribers, those of their tenant (a key bound
+    # to none: those delivered to its subscriptions, and only those deliveries of it).
     producer = caller.id if caller.role == Role.PRODUCER else None
-    subscriber = caller.id if caller.role == Role.SUBSCRIBER else None
-    event = await store.get_event(_path_id(request, "event"), producer, subscriber)
+    event = await store.get_event(_path_id(request, "event"), producer, scope(caller))
     if event is None:
         raise not_found("event")
-    deliveries = await store.deliveries_of_event(event.id, subscriber)
+    deliveries = await store.deliveries_of_event(event.id, scope(caller))
     envelope = json.loads(event.payload)
     body = models.Event(
-        id=event.id, type=event.type, data=envelope["data"], created_at=event.created_at,
+        id=event.id, tenant_id=event.tenant_id, type=event.type, data=envelope["data"],
+        created_at=event.created_at,
         deliveries=[models.DeliverySummary.model_validate(d.model_dump()) for d in deliveries],
     )
     return model_response(body)
@@ -373,6 +378,86 @@ async def get_delivery(request: web.Request) -> web.Response:
     return model_response(body)
 
 
+# Tenants
+
+
+def _tenant(record: records.Tenant) -> models.Tenant:
+    return models.Tenant.model_validate(record.model_dump())
+
+
+async def _named_tenant(request: web.Request) -> records.Tenant:
+    """The tenant named in the path, by id or uid; else 404."""
+    tenant = await request.app[STORE].resolve_tenant(_path_id(request, "tenant"))
+    if tenant is None:
+        raise not_found("tenant")
+    return tenant
+
+
+def _uid_taken(uid: str | None) -> ApiError:
+    return ApiError(409, "uid_taken", f"another tenant has the uid {uid!r}")
+
+
+async def create_tenant(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    await authorize(request, store, Role.ADMIN)
+    body = await _body(request, models.TenantCreate)
+    try:
+        record = await store.insert_tenant(body.name, body.uid, request.app[CLOCK]())
+    except records.UniqueViolation:
+        raise _uid_taken(body.uid) from None
+    return model_response(_tenant(record), 201)
+
+
+async def list_tenants(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    await authorize(request, store, Role.ADMIN)
+    query = _query(request, models.PageQuery)
+    rows, next_cursor = _page(
+        await store.list_tenants(query.limit + 1, decode_cursor(query.cursor)), query.limit
+    )
+    return model_response(models.TenantPage(data=[_tenant(row) for row in rows],
+                                            next_cursor=next_cursor))
+
+
+async def get_tenant(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    await authorize(request, store, Role.ADMIN)
+    tenant = await _named_tenant(request)
+    by_status, pending = await store.tenant_summary(tenant.id)
+    detail = models.TenantDetail.model_validate(
+        {**tenant.model_dump(), "subscriptions": by_status, "pending": pending})
+    return model_response(detail)
+
+
+async def update_tenant(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    await authorize(request, store, Role.ADMIN)
+    body = await _body(request, models.TenantUpdate)
+    tenant = await _named_tenant(request)
+    try:
+        record = await store.update_tenant(
+            tenant.id, name=body.name, uid=body.uid, set_uid="uid" in body.model_fields_set,
+            now=request.app[CLOCK](),
+        )
+    except records.UniqueViolation:
+        raise _uid_taken(body.uid) from None
+    if record is None:
+        raise not_found("tenant")
+    return model_response(_tenant(record))
+
+
+async def delete_tenant(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    await authorize(request, store, Role.ADMIN)
+    tenant = await _named_tenant(request)
+    if tenant.id == records.DEFAULT_TENANT:
+        raise ApiError(409, "default_tenant",
+                       "the default tenant takes whatever names no tenant; it stays")
+    if not await store.delete_tenant(tenant.id, request.app[CLOCK]()):
+        raise not_found("tenant")
+    return web.Response(status=204)
+
+
 # Liveness
 
 
@@ -390,7 +475,21 @@ _REPLAYED = Header(
     "Sent when the idempotency key was used before: the answer is the first event.",
 )
 
+_ADMIN = (Role.ADMIN,)
+
 OPERATIONS = [
+    Operation("POST", "/v1/tenants", create_tenant, "Create a tenant", _ADMIN,
+              models.TenantCreate, models.Tenant, 201, errors=(409,)),
+    Operation("GET", "/v1/tenants", list_tenants, "List tenants, newest first", _ADMIN,
+              response=models.TenantPage, query=models.PageQuery),
+    Operation("GET", "/v1/tenants/{id}", get_tenant,
+              "Read a tenant (by id or uid) with its subscriptions by status and its backlog",
+              _ADMIN, response=models.TenantDetail),
+    Operation("PATCH", "/v1/tenants/{id}", update_tenant, "Rename a tenant or change its uid",
+              _ADMIN, models.TenantUpdate, models.Tenant, errors=(409,)),
+    Operation("DELETE", "/v1/tenants/{id}", delete_tenant,
+              "Delete a tenant: its subscriptions are deleted and its keys revoked", _ADMIN,
+              status=204, errors=(409,)),
     Operation("POST", "/v1/subscriptions", create_subscription, "Create a subscription",
               _OWNER, models.SubscriptionCreate, models.SubscriptionCreated, 201),
     Operation("GET", "/v1/subscriptions", list_subscriptions, "List subscriptions",

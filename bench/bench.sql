@@ -2,8 +2,8 @@
 
 -- name: preload_events --
 -- $1 events of type bench.event, ids evt_bench_1.., each with a ~1 KB payload, by key $2.
-INSERT INTO events (id, type, payload, producer_key_id, created_at)
-SELECT 'evt_bench_' || n, 'bench.event',
+INSERT INTO events (id, tenant_id, type, payload, producer_key_id, created_at)
+SELECT 'evt_bench_' || n, 'ten_default', 'bench.event',
        convert_to('{"id":"evt_bench_' || n || '","type":"bench.event",'
                   || '"timestamp":"2026-01-01T00:00:00Z","data":{"pad":"'
                   || repeat('x', 1000) || '"}}', 'UTF8'),
@@ -12,17 +12,18 @@ FROM generate_series(1, $1) AS n;
 
 -- name: preload_deliveries --
 -- $1 due deliveries: event n mod $2 (of the preloaded ones), spread over subscriptions $3.
-INSERT INTO deliveries (event_id, subscription_id, next_attempt_at, created_at, updated_at)
-SELECT 'evt_bench_' || (1 + n % $2), ($3::text[])[1 + n % array_length($3::text[], 1)],
+INSERT INTO deliveries
+    (tenant_id, event_id, subscription_id, next_attempt_at, created_at, updated_at)
+SELECT 'ten_default', 'evt_bench_' || (1 + n % $2), ($3::text[])[1 + n % array_length($3::text[], 1)],
        now(), now(), now()
 FROM generate_series(1, $1) AS n;
 
 -- name: preload_finished_deliveries --
 -- $1 deliveries of event evt_bench_1 that succeeded long ago, the bulk of a busy table.
 INSERT INTO deliveries
-    (event_id, subscription_id, status, attempt_count, scheduled_attempts, created_at,
-     updated_at)
-SELECT 'evt_bench_1', $2, 'succeeded', 1, 1, now() - interval '1 day', now() - interval '1 day'
+    (tenant_id, event_id, subscription_id, status, attempt_count, scheduled_attempts,
+     created_at, updated_at)
+SELECT 'ten_default', 'evt_bench_1', $2, 'succeeded', 1, 1, now() - interval '1 day', now() - interval '1 day'
 FROM generate_series(1, $1);
 
 -- name: unfinished_deliveries --
@@ -33,8 +34,9 @@ SELECT count(*) FROM attempts;
 
 -- name: preload_deliveries_each --
 -- For each subscription of $2, one due delivery of each of events evt_bench_1..$1.
-INSERT INTO deliveries (event_id, subscription_id, next_attempt_at, created_at, updated_at)
-SELECT 'evt_bench_' || n, subscription_id, now(), now(), now()
+INSERT INTO deliveries
+    (tenant_id, event_id, subscription_id, next_attempt_at, created_at, updated_at)
+SELECT 'ten_default', 'evt_bench_' || n, subscription_id, now(), now(), now()
 FROM unnest($2::text[]) AS subscription_id, generate_series(1, $1) AS n;
 
 -- name: pgqueuer_tables --

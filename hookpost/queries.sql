@@ -1,33 +1,95 @@
 -- Every query hookpost runs, by name. Loaded once by hookpost/store.py.
 
 -- name: insert_api_key --
-INSERT INTO api_keys (name, role, key_hash) VALUES ($1, $2, $3)
-RETURNING id, name, role, created_at;
+INSERT INTO api_keys (name, role, key_hash, tenant_id) VALUES ($1, $2, $3, $4)
+RETURNING id, name, role, tenant_id, created_at;
 
 -- name: api_key_by_hash --
-SELECT id, name, role, created_at FROM api_keys
+SELECT id, name, role, tenant_id, created_at FROM api_keys
 WHERE key_hash = $1 AND revoked_at IS NULL;
 
 -- name: count_admin_keys --
 SELECT count(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL;
 
+-- name: insert_tenant --
+INSERT INTO tenants (name, uid, created_at, updated_at) VALUES ($1, $2, $3, $3)
+RETURNING id, name, uid, created_at, updated_at;
+
+-- name: resolve_tenant --
+-- The active tenant named $1, by id or by uid.
+SELECT id, name, uid, created_at, updated_at FROM tenants
+WHERE status = 'active' AND (id = $1 OR uid = $1)
+ORDER BY id = $1 DESC
+LIMIT 1;
+
+-- name: list_tenants --
+-- Newest first; ($2, $3) is the (created_at, id) of the last row of the previous page.
+SELECT id, name, uid, created_at, updated_at FROM tenants
+WHERE status = 'active'
+  AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::text))
+ORDER BY created_at DESC, id DESC
+LIMIT $1;
+
+-- name: update_tenant --
+-- NULL leaves a field as it is; the uid is set (NULL: removed) when $4 is true.
+UPDATE tenants SET
+    name = coalesce($2, name),
+    uid = CASE WHEN $4 THEN $3::text ELSE uid END,
+    updated_at = $5
+WHERE id = $1 AND status = 'active'
+RETURNING id, name, uid, created_at, updated_at;
+
+-- name: delete_tenant --
+-- Kept as 'deleted' (its uid free again) so its delivery log stays readable until
+-- retention; its subscriptions are deleted, their pending deliveries end as failed, and
+-- the keys bound to it are revoked.
+WITH deleted AS (
+    UPDATE tenants SET status = 'deleted', updated_at = $2
+    WHERE id = $1 AND status = 'active' AND id <> 'ten_default'
+    RETURNING id
+), subscriptions_gone AS (
+    UPDATE subscriptions s SET status = 'deleted', updated_at = $2
+    FROM deleted WHERE s.tenant_id = deleted.id AND s.status <> 'deleted'
+    RETURNING s.id
+), abandoned AS (
+    UPDATE deliveries d SET status = 'failed', next_attempt_at = NULL, updated_at = $2
+    FROM subscriptions_gone WHERE d.subscription_id = subscriptions_gone.id
+      AND d.status = 'pending'
+), revoked AS (
+    UPDATE api_keys k SET revoked_at = $2
+    FROM deleted WHERE k.tenant_id = deleted.id AND k.revoked_at IS NULL
+)
+SELECT count(*) FROM deleted;
+
+-- name: tenant_subscriptions_by_status --
+SELECT status, count(*) AS count FROM subscriptions
+WHERE tenant_id = $1 AND status <> 'deleted'
+GROUP BY status;
+
+-- name: tenant_backlog --
+-- Pending deliveries of the tenant's subscriptions, one index probe per subscription.
+SELECT count(*) FROM deliveries d
+JOIN subscriptions s ON s.id = d.subscription_id
+WHERE s.tenant_id = $1 AND s.status <> 'deleted' AND d.status = 'pending';
+
 -- name: insert_subscription --
 INSERT INTO subscriptions
     (owner_key_id, url, event_types, description, status, secret, created_at, updated_at,
-     max_concurrency, rate_limit)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)
+     max_concurrency, rate_limit, tenant_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)
 RETURNING *;
 
 -- name: get_subscription --
--- $2: the owner's key id, or NULL to see every owner's.
+-- In a scope: $2 the owner's key id, $3 the tenant (NULL: any).
 SELECT * FROM subscriptions
-WHERE id = $1 AND status <> 'deleted' AND ($2::text IS NULL OR owner_key_id = $2);
+WHERE id = $1 AND status <> 'deleted' AND ($2::text IS NULL OR owner_key_id = $2)
+  AND ($3::text IS NULL OR tenant_id = $3);
 
 -- name: list_subscriptions --
 -- Newest first; ($3, $4) is the (created_at, id) of the last row of the previous page.
 SELECT * FROM subscriptions
 WHERE status <> 'deleted'
-  AND ($1::text IS NULL OR owner_key_id = $1)
+  AND ($1::text IS NULL OR owner_key_id = $1) AND ($5::text IS NULL OR tenant_id = $5)
   AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::text))
 ORDER BY created_at DESC, id DESC
 LIMIT $2;
@@ -48,6 +110,7 @@ UPDATE subscriptions SET
     rate_limit = CASE WHEN $10 THEN $11::float8 ELSE rate_limit END,
     updated_at = $7
 WHERE id = $1 AND status <> 'deleted' AND ($2::text IS NULL OR owner_key_id = $2)
+  AND ($12::text IS NULL OR tenant_id = $12)
 RETURNING *;
 
 -- name: delete_subscription --
@@ -56,6 +119,7 @@ RETURNING *;
 WITH deleted AS (
     UPDATE subscriptions SET status = 'deleted', updated_at = $3
     WHERE id = $1 AND status <> 'deleted' AND ($2::text IS NULL OR owner_key_id = $2)
+      AND ($4::text IS NULL OR tenant_id = $4)
     RETURNING id
 ), abandoned AS (
     UPDATE deliveries d SET status = 'failed', next_attempt_at = NULL, updated_at = $3
@@ -65,41 +129,48 @@ SELECT count(*) FROM deleted;
 
 -- name: insert_event --
 -- Returns nothing when the producer already used this idempotency key.
-INSERT INTO events (id, type, payload, producer_key_id, idempotency_key, created_at)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO events (id, type, payload, producer_key_id, idempotency_key, created_at, tenant_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (producer_key_id, idempotency_key) DO NOTHING
-RETURNING id, type, payload, producer_key_id, idempotency_key, created_at;
+RETURNING id, tenant_id, type, payload, producer_key_id, idempotency_key, created_at;
 
 -- name: event_by_idempotency_key --
 SELECT id, type, payload, producer_key_id, idempotency_key, created_at FROM events
 WHERE producer_key_id = $1 AND idempotency_key = $2;
 
 -- name: ingest_events --
--- Stores a batch of events and, in the same statement, one delivery per subscription whose
--- event types match each event's type ('*', 'prefix.*' or exact), then wakes the
--- dispatchers. Paused subscriptions queue their deliveries; they go out when resumed.
+-- Stores a batch of events and, in the same statement, one delivery per subscription of the
+-- event's tenant whose event types match the event's type ('*', 'prefix.*' or exact),
+-- found by looking up the patterns that can match it (cost follows the matches, not the
+-- number of subscriptions), then wakes the dispatchers. Paused subscriptions queue their
+-- deliveries; they go out when resumed.
 -- Returns the events created, with their delivery counts; an event whose producer already
 -- used its idempotency key is not created and not returned.
 WITH incoming AS (
     SELECT * FROM unnest(
-        $1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::timestamptz[]
-    ) AS i(id, type, payload, producer_key_id, idempotency_key, created_at)
+        $1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::timestamptz[],
+        $7::text[]
+    ) AS i(id, type, payload, producer_key_id, idempotency_key, created_at, tenant_id)
 ), event AS (
-    INSERT INTO events (id, type, payload, producer_key_id, idempotency_key, created_at)
-    SELECT id, type, payload, producer_key_id, idempotency_key, created_at FROM incoming
+    INSERT INTO events (id, tenant_id, type, payload, producer_key_id, idempotency_key,
+                        created_at)
+    SELECT id, tenant_id, type, payload, producer_key_id, idempotency_key, created_at
+    FROM incoming
     ON CONFLICT (producer_key_id, idempotency_key) DO NOTHING
-    RETURNING id, type, created_at
-), created AS (
-    INSERT INTO deliveries (event_id, subscription_id, next_attempt_at, created_at, updated_at)
-    SELECT event.id, s.id, event.created_at, event.created_at, event.created_at
+    RETURNING id, tenant_id, type, created_at
+), matched AS (
+    SELECT DISTINCT event.id AS event_id, event.tenant_id, event.created_at,
+           p.subscription_id
     FROM event
-    JOIN subscriptions s
-      ON s.status IN ('active', 'paused')
-     AND ('*' = ANY (s.event_types)
-          OR event.type = ANY (s.event_types)
-          OR EXISTS (SELECT 1 FROM unnest(s.event_types) AS pattern
-                     WHERE right(pattern, 2) = '.*'
-                       AND starts_with(event.type, left(pattern, -1))))
+    CROSS JOIN LATERAL unnest(event_type_patterns(event.type)) AS pattern
+    JOIN subscription_patterns p ON p.tenant_id = event.tenant_id AND p.pattern = pattern
+), created AS (
+    INSERT INTO deliveries
+        (tenant_id, event_id, subscription_id, next_attempt_at, created_at, updated_at)
+    SELECT m.tenant_id, m.event_id, m.subscription_id, m.created_at, m.created_at,
+           m.created_at
+    FROM matched m
+    JOIN subscriptions s ON s.id = m.subscription_id AND s.status IN ('active', 'paused')
     RETURNING event_id
 ), counts AS (
     SELECT event_id, count(*) AS deliveries FROM created GROUP BY event_id
@@ -112,9 +183,12 @@ LEFT JOIN counts ON counts.event_id = event.id;
 
 -- name: get_event --
 -- $2: the producer's key id, or NULL to see every producer's. $3: a subscriber's key id,
--- who sees only events delivered to one of their subscriptions, or NULL.
-SELECT id, type, payload, producer_key_id, idempotency_key, created_at FROM events e
+-- who sees only events delivered to one of their subscriptions, or NULL. $4: the tenant,
+-- or NULL for any.
+SELECT id, tenant_id, type, payload, producer_key_id, idempotency_key, created_at
+FROM events e
 WHERE id = $1 AND ($2::text IS NULL OR producer_key_id = $2)
+  AND ($4::text IS NULL OR tenant_id = $4)
   AND ($3::text IS NULL OR EXISTS (
       SELECT 1 FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
       WHERE d.event_id = e.id AND s.owner_key_id = $3));
@@ -123,21 +197,23 @@ WHERE id = $1 AND ($2::text IS NULL OR producer_key_id = $2)
 SELECT count(*) FROM deliveries WHERE event_id = $1;
 
 -- name: deliveries_of_event --
--- $2: the subscription owner's key id, or NULL for every owner's.
+-- $2: the subscription owner's key id, or NULL for every owner's; $3 the tenant, or NULL.
 SELECT d.*, e.type AS event_type
 FROM deliveries d
 JOIN events e ON e.id = d.event_id
 JOIN subscriptions s ON s.id = d.subscription_id
 WHERE d.event_id = $1 AND ($2::text IS NULL OR s.owner_key_id = $2)
+  AND ($3::text IS NULL OR d.tenant_id = $3)
 ORDER BY d.created_at, d.id;
 
 -- name: get_delivery --
--- $2: the subscription owner's key id, or NULL to see every owner's.
+-- $2: the subscription owner's key id, or NULL to see every owner's; $3 the tenant, or NULL.
 SELECT d.*, e.type AS event_type
 FROM deliveries d
 JOIN events e ON e.id = d.event_id
 JOIN subscriptions s ON s.id = d.subscription_id
-WHERE d.id = $1 AND ($2::text IS NULL OR s.owner_key_id = $2);
+WHERE d.id = $1 AND ($2::text IS NULL OR s.owner_key_id = $2)
+  AND ($3::text IS NULL OR d.tenant_id = $3);
 
 -- name: attempts_of_delivery --
 SELECT * FROM attempts WHERE delivery_id = $1 ORDER BY started_at, attempt_number, id;
@@ -265,7 +341,8 @@ WITH commit_mode AS (
     SET lease_expires_at = $3, lease_token = $4, updated_at = $1
     FROM paced
     WHERE d.id = paced.id
-    RETURNING d.id, d.event_id, d.subscription_id, d.attempt_count, d.scheduled_attempts,
+    RETURNING d.id, d.tenant_id, d.event_id, d.subscription_id, d.attempt_count,
+              d.scheduled_attempts,
               d.status, d.next_attempt_at, d.origin,
               coalesce(d.manual_due_at <= $1, false) AS manual, paced.taken_over,
               d.lease_token, d.lease_expires_at, paced.send_at, paced.rate_limit,
@@ -279,8 +356,8 @@ WITH commit_mode AS (
           FROM claimed WHERE rate_limit IS NOT NULL GROUP BY subscription_id) c
     WHERE s.id = c.subscription_id
 ), counted AS (
-    INSERT INTO sends_in_flight (subscription_id, delivery_id, lease_expires_at)
-    SELECT subscription_id, id, $3 FROM claimed WHERE max_concurrency IS NOT NULL
+    INSERT INTO sends_in_flight (tenant_id, subscription_id, delivery_id, lease_expires_at)
+    SELECT tenant_id, subscription_id, id, $3 FROM claimed WHERE max_concurrency IS NOT NULL
     ON CONFLICT (subscription_id, delivery_id)
         DO UPDATE SET lease_expires_at = excluded.lease_expires_at
 )
@@ -384,13 +461,13 @@ WITH results AS (
     WHERE f.subscription_id = moved.subscription_id AND f.delivery_id = moved.id
 ), recorded AS (
     INSERT INTO attempts
-        (delivery_id, attempt_number, trigger, started_at, duration_ms, response_status,
-         response_headers, response_body, error_kind, error_message, resent, outcome)
-    SELECT r.delivery_id, r.attempt_number, r.trigger, r.started_at, r.duration_ms,
-           r.response_status, r.response_headers::jsonb, r.response_body, r.error_kind,
-           r.error_message, r.resent, r.outcome
-    FROM results r
-    WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.delivery_id)
+        (tenant_id, delivery_id, attempt_number, trigger, started_at, duration_ms,
+         response_status, response_headers, response_body, error_kind, error_message, resent,
+         outcome)
+    SELECT d.tenant_id, r.delivery_id, r.attempt_number, r.trigger, r.started_at,
+           r.duration_ms, r.response_status, r.response_headers::jsonb, r.response_body,
+           r.error_kind, r.error_message, r.resent, r.outcome
+    FROM results r JOIN deliveries d ON d.id = r.delivery_id
 )
 -- The ones this batch disables, and why; subscriptions read as the statement began, before
 -- it did.
@@ -417,14 +494,14 @@ WHERE f.subscription_id = released.subscription_id AND f.delivery_id = released.
 DELETE FROM sends_in_flight WHERE lease_expires_at <= $1;
 
 -- name: list_deliveries --
--- Newest first. $1: the subscription owner's key id, or NULL for every owner's. Filters
--- $2..$7 are ignored when NULL; ($8, $9) is the (created_at, id) of the previous page's
--- last row.
+-- Newest first. $1: the subscription owner's key id, or NULL for every owner's; $11 the
+-- tenant, or NULL for any. Filters $2..$7 are ignored when NULL; ($8, $9) is the
+-- (created_at, id) of the previous page's last row.
 SELECT d.*, e.type AS event_type
 FROM deliveries d
 JOIN events e ON e.id = d.event_id
 JOIN subscriptions s ON s.id = d.subscription_id
-WHERE ($1::text IS NULL OR s.owner_key_id = $1)
+WHERE ($1::text IS NULL OR s.owner_key_id = $1) AND ($11::text IS NULL OR d.tenant_id = $11)
   AND ($2::text IS NULL OR d.subscription_id = $2)
   AND ($3::text IS NULL OR d.event_id = $3)
   AND ($4::text IS NULL OR d.status = $4)
@@ -443,12 +520,12 @@ WHERE subscription_id = $1 AND (status = 'pending' OR manual_due_at IS NOT NULL)
 
 -- name: request_redelivery --
 -- One more attempt of delivery $1 as soon as a dispatcher is free, whatever its status.
--- $3: the subscription owner's key id, or NULL for every owner's.
+-- $3: the subscription owner's key id, or NULL for every owner's; $4 the tenant, or NULL.
 WITH asked AS (
     UPDATE deliveries d SET manual_due_at = $2, updated_at = $2
     FROM subscriptions s
     WHERE d.id = $1 AND s.id = d.subscription_id AND s.status <> 'deleted'
-      AND ($3::text IS NULL OR s.owner_key_id = $3)
+      AND ($3::text IS NULL OR s.owner_key_id = $3) AND ($4::text IS NULL OR d.tenant_id = $4)
     RETURNING d.id
 )
 SELECT id, pg_notify('hookpost_deliveries', '') FROM asked;
@@ -489,8 +566,8 @@ SELECT (SELECT count(*) FROM failed) AS matched,
 -- A delivery of test event $1 to subscription $2 only, due at once.
 WITH created AS (
     INSERT INTO deliveries
-        (event_id, subscription_id, origin, next_attempt_at, created_at, updated_at)
-    VALUES ($1, $2, 'test', $3, $3, $3)
+        (tenant_id, event_id, subscription_id, origin, next_attempt_at, created_at, updated_at)
+    SELECT s.tenant_id, $1, s.id, 'test', $3, $3, $3 FROM subscriptions s WHERE s.id = $2
     RETURNING id
 )
 SELECT id, pg_notify('hookpost_deliveries', '') FROM created;
@@ -500,6 +577,7 @@ SELECT id, pg_notify('hookpost_deliveries', '') FROM created;
 UPDATE subscriptions
 SET previous_secret = secret, previous_secret_expires_at = $4, secret = $3, updated_at = $5
 WHERE id = $1 AND status <> 'deleted' AND ($2::text IS NULL OR owner_key_id = $2)
+  AND ($6::text IS NULL OR tenant_id = $6)
 RETURNING *;
 
 -- name: ensure_attempts_partitions --

@@ -20,15 +20,42 @@ from hookpost.queries import load_queries as load_queries
 TEST_EVENT_TYPE = "webhook.test"
 
 
+DEFAULT_TENANT = "ten_default"  # takes whatever names no tenant
+
+
 class ApiKey(BaseModel):
     id: str
     name: str
     role: str
+    tenant_id: str | None = None  # bound to this tenant's rows; None: not bound
     created_at: datetime
+
+
+class Tenant(BaseModel):
+    id: str
+    name: str
+    uid: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The rows a caller may see and change: one tenant's (None: every tenant's), and of
+    those only the subscriptions one key made, and their deliveries (None: anyone's)."""
+
+    tenant_id: str | None = None
+    owner_key_id: str | None = None
+
+
+EVERYTHING = Scope()
+
+UniqueViolation = asyncpg.UniqueViolationError  # a uid (or other unique value) is taken
 
 
 class Subscription(BaseModel):
     id: str
+    tenant_id: str
     owner_key_id: str
     url: str
     event_types: list[str]
@@ -48,6 +75,7 @@ class Subscription(BaseModel):
 
 class Event(BaseModel):
     id: str
+    tenant_id: str
     type: str
     payload: bytes
     producer_key_id: str
@@ -65,10 +93,12 @@ class NewEvent:
     producer_key_id: str
     idempotency_key: str | None
     created_at: datetime
+    tenant_id: str = DEFAULT_TENANT
 
 
 class Delivery(BaseModel):
     id: str
+    tenant_id: str
     event_id: str
     event_type: str
     subscription_id: str
@@ -215,8 +245,10 @@ class Store:
 
     # API keys
 
-    async def insert_api_key(self, name: str, role: str, key_hash: bytes) -> ApiKey:
-        row = await _fetchrow(self.pool, QUERIES["insert_api_key"], name, role, key_hash)
+    async def insert_api_key(self, name: str, role: str, key_hash: bytes,
+                             tenant_id: str | None = None) -> ApiKey:
+        row = await _fetchrow(self.pool, QUERIES["insert_api_key"], name, role, key_hash,
+                              tenant_id)
         return ApiKey.model_validate(dict(_one(row)))
 
     async def api_key_by_hash(self, key_hash: bytes) -> ApiKey | None:
@@ -230,49 +262,85 @@ class Store:
         count: int = await _fetchval(self.pool, QUERIES["count_admin_keys"])
         return count
 
+    # Tenants
+
+    async def insert_tenant(self, name: str, uid: str | None, now: datetime) -> Tenant:
+        row = await _fetchrow(self.pool, QUERIES["insert_tenant"], name, uid, now)
+        return Tenant.model_validate(dict(_one(row)))
+
+    async def resolve_tenant(self, id_or_uid: str) -> Tenant | None:
+        """The active tenant with this id, or else with this uid."""
+        return _model(Tenant, await _fetchrow(self.pool, QUERIES["resolve_tenant"], id_or_uid))
+
+    async def list_tenants(self, limit: int, after: tuple[datetime, str] | None
+                           ) -> list[Tenant]:
+        after_at, after_id = after if after else (None, None)
+        rows = await _fetch(self.pool, QUERIES["list_tenants"], limit, after_at, after_id)
+        return _models(Tenant, rows)
+
+    async def update_tenant(self, id: str, *, name: str | None, uid: str | None,
+                            set_uid: bool, now: datetime) -> Tenant | None:
+        row = await _fetchrow(self.pool, QUERIES["update_tenant"], id, name, uid, set_uid, now)
+        return _model(Tenant, row)
+
+    async def delete_tenant(self, id: str, now: datetime) -> bool:
+        """Delete a tenant with its subscriptions and keys; the default one stays."""
+        deleted: int = await _fetchval(self.pool, QUERIES["delete_tenant"], id, now)
+        return deleted > 0
+
+    async def tenant_summary(self, id: str) -> tuple[dict[str, int], int]:
+        """The tenant's subscriptions by status, and its pending deliveries."""
+        rows = await _fetch(self.pool, QUERIES["tenant_subscriptions_by_status"], id)
+        backlog: int = await _fetchval(self.pool, QUERIES["tenant_backlog"], id)
+        return {row["status"]: row["count"] for row in rows}, backlog
+
     # Subscriptions
 
     async def insert_subscription(
         self, owner_key_id: str, url: str, event_types: list[str], description: str,
         status: str, secret: str, now: datetime, max_concurrency: int | None = None,
-        rate_limit: float | None = None,
+        rate_limit: float | None = None, tenant_id: str = DEFAULT_TENANT,
     ) -> Subscription:
         row = await _fetchrow(
             self.pool, QUERIES["insert_subscription"], owner_key_id, url, event_types, description,
-            status, secret, now, max_concurrency, rate_limit,
+            status, secret, now, max_concurrency, rate_limit, tenant_id,
         )
         return Subscription.model_validate(dict(_one(row)))
 
-    async def get_subscription(self, id: str, owner_key_id: str | None) -> Subscription | None:
-        row = await _fetchrow(self.pool, QUERIES["get_subscription"], id, owner_key_id)
+    async def get_subscription(self, id: str, scope: Scope) -> Subscription | None:
+        row = await _fetchrow(self.pool, QUERIES["get_subscription"], id, scope.owner_key_id,
+                              scope.tenant_id)
         return _model(Subscription, row)
 
     async def list_subscriptions(
-        self, owner_key_id: str | None, limit: int, after: tuple[datetime, str] | None
+        self, scope: Scope, limit: int, after: tuple[datetime, str] | None
     ) -> list[Subscription]:
         after_at, after_id = after if after else (None, None)
         rows = await _fetch(
-            self.pool, QUERIES["list_subscriptions"], owner_key_id, limit, after_at, after_id
+            self.pool, QUERIES["list_subscriptions"], scope.owner_key_id, limit, after_at,
+            after_id, scope.tenant_id,
         )
         return _models(Subscription, rows)
 
     async def update_subscription(
-        self, id: str, owner_key_id: str | None, *, url: str | None,
+        self, id: str, scope: Scope, *, url: str | None,
         event_types: list[str] | None, description: str | None, status: str | None,
         now: datetime, limits: Mapping[str, float | None] | None = None,
     ) -> Subscription | None:
         """Change what is not None; of `limits`, each one named is set (None: removed)."""
         limits = limits or {}
         row = await _fetchrow(
-            self.pool, QUERIES["update_subscription"], id, owner_key_id, url, event_types,
+            self.pool, QUERIES["update_subscription"], id, scope.owner_key_id, url, event_types,
             description, status, now, "max_concurrency" in limits,
             limits.get("max_concurrency"), "rate_limit" in limits, limits.get("rate_limit"),
+            scope.tenant_id,
         )
         return _model(Subscription, row)
 
-    async def delete_subscription(self, id: str, owner_key_id: str | None, now: datetime) -> bool:
+    async def delete_subscription(self, id: str, scope: Scope, now: datetime) -> bool:
         deleted: int = await _fetchval(
-            self.pool, QUERIES["delete_subscription"], id, owner_key_id, now
+            self.pool, QUERIES["delete_subscription"], id, scope.owner_key_id, now,
+            scope.tenant_id,
         )
         return deleted > 0
 
@@ -288,6 +356,7 @@ class Store:
             self.pool, QUERIES["ingest_events"], [e.id for e in events], [e.type for e in events],
             [e.payload for e in events], [e.producer_key_id for e in events],
             [e.idempotency_key for e in events], [e.created_at for e in events],
+            [e.tenant_id for e in events],
         )
         return {row["id"]: row["deliveries"] for row in rows}
 
@@ -302,26 +371,32 @@ class Store:
         return Event.model_validate(dict(first)), count
 
     async def get_event(
-        self, id: str, producer_key_id: str | None, subscriber_key_id: str | None = None
+        self, id: str, producer_key_id: str | None, scope: Scope = EVERYTHING
     ) -> Event | None:
+        """The event, if `scope` may see it: of its tenant, and (for a scope owning its
+        subscriptions) delivered to one of them; a producer's own events only."""
         row = await _fetchrow(
-            self.pool, QUERIES["get_event"], id, producer_key_id, subscriber_key_id
+            self.pool, QUERIES["get_event"], id, producer_key_id, scope.owner_key_id,
+            scope.tenant_id,
         )
         return _model(Event, row)
 
-    async def deliveries_of_event(
-        self, event_id: str, owner_key_id: str | None = None
-    ) -> list[Delivery]:
-        rows = await _fetch(self.pool, QUERIES["deliveries_of_event"], event_id, owner_key_id)
+    async def deliveries_of_event(self, event_id: str, scope: Scope = EVERYTHING
+                                  ) -> list[Delivery]:
+        rows = await _fetch(self.pool, QUERIES["deliveries_of_event"], event_id,
+                            scope.owner_key_id, scope.tenant_id)
         return _models(Delivery, rows)
 
     async def send_test_event(
-        self, id: str, payload: bytes, caller_key_id: str, subscription_id: str, now: datetime
+        self, id: str, payload: bytes, caller_key_id: str, subscription: Subscription,
+        now: datetime,
     ) -> str:
         """Store a `webhook.test` event and its one delivery; the delivery's id."""
+        subscription_id = subscription.id
         async with _connection(self.pool) as connection, connection.transaction():
             await connection.execute(
-                QUERIES["insert_event"], id, TEST_EVENT_TYPE, payload, caller_key_id, None, now
+                QUERIES["insert_event"], id, TEST_EVENT_TYPE, payload, caller_key_id, None, now,
+                subscription.tenant_id,
             )
             row = _one(await connection.fetchrow(
                 QUERIES["insert_test_delivery"], id, subscription_id, now
@@ -331,19 +406,20 @@ class Store:
 
     # Deliveries
 
-    async def get_delivery(self, id: str, owner_key_id: str | None) -> Delivery | None:
-        row = await _fetchrow(self.pool, QUERIES["get_delivery"], id, owner_key_id)
+    async def get_delivery(self, id: str, scope: Scope) -> Delivery | None:
+        row = await _fetchrow(self.pool, QUERIES["get_delivery"], id, scope.owner_key_id,
+                              scope.tenant_id)
         return _model(Delivery, row)
 
     async def list_deliveries(
-        self, owner_key_id: str | None, filters: DeliveryFilters, limit: int,
+        self, scope: Scope, filters: DeliveryFilters, limit: int,
         after: tuple[datetime, str] | None,
     ) -> list[Delivery]:
         after_at, after_id = after if after else (None, None)
         rows = await _fetch(
-            self.pool, QUERIES["list_deliveries"], owner_key_id, filters.subscription_id,
+            self.pool, QUERIES["list_deliveries"], scope.owner_key_id, filters.subscription_id,
             filters.event_id, filters.status, filters.event_type, filters.since, filters.until,
-            after_at, after_id, limit,
+            after_at, after_id, limit, scope.tenant_id,
         )
         return _models(Delivery, rows)
 
@@ -351,10 +427,10 @@ class Store:
         count: int = await _fetchval(self.pool, QUERIES["subscription_backlog"], subscription_id)
         return count
 
-    async def request_redelivery(self, id: str, owner_key_id: str | None, now: datetime
-                                 ) -> bool:
+    async def request_redelivery(self, id: str, scope: Scope, now: datetime) -> bool:
         """Ask for one more attempt of a delivery; False if there is no such delivery."""
-        row = await _fetchrow(self.pool, QUERIES["request_redelivery"], id, now, owner_key_id)
+        row = await _fetchrow(self.pool, QUERIES["request_redelivery"], id, now,
+                              scope.owner_key_id, scope.tenant_id)
         return row is not None
 
     async def redeliver_failed(
@@ -371,11 +447,12 @@ class Store:
         return count
 
     async def rotate_secret(
-        self, id: str, owner_key_id: str | None, secret: str, previous_expires_at: datetime,
+        self, id: str, scope: Scope, secret: str, previous_expires_at: datetime,
         now: datetime,
     ) -> Subscription | None:
         row = await _fetchrow(
-            self.pool, QUERIES["rotate_secret"], id, owner_key_id, secret, previous_expires_at, now
+            self.pool, QUERIES["rotate_secret"], id, scope.owner_key_id, secret,
+            previous_expires_at, now, scope.tenant_id,
         )
         return _model(Subscription, row)
 

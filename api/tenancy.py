@@ -1,0 +1,53 @@
+"""Which tenant a request writes to: the one it names (by id or uid), within what the
+caller's key may reach, found through a short-lived cache so that posting events to a
+named tenant costs no lookup per request."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from api.auth import scope
+from api.errors import not_found
+from hookpost.store import DEFAULT_TENANT, ApiKey, Store, Tenant
+
+TENANT_CACHE_SECONDS = 5.0
+
+
+class TenantCache:
+    """Tenants named lately, by id or uid. A tenant deleted, or a uid moved to another
+    tenant, is seen within TENANT_CACHE_SECONDS; the deleted tenant's subscriptions are
+    gone at once, so nothing is delivered for it meanwhile."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._limit = limit
+        self._tenants: dict[str, tuple[Tenant | None, float]] = {}
+
+    async def resolve(self, store: Store, id_or_uid: str) -> Tenant | None:
+        now = time.monotonic()
+        cached = self._tenants.get(id_or_uid)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        tenant = await store.resolve_tenant(id_or_uid)
+        if len(self._tenants) >= self._limit:
+            self._tenants.clear()
+        self._tenants[id_or_uid] = (tenant, now + TENANT_CACHE_SECONDS)
+        return tenant
+
+
+TENANT_CACHE = web.AppKey("tenant_cache", TenantCache)
+
+
+async def tenant_to_write(request: web.Request, store: Store, caller: ApiKey,
+                          named: str | None) -> str:
+    """The id of the tenant a new subscription or event goes to: the one `named`, else the
+    caller's own, else the default. A tenant the caller's key may not reach answers 404,
+    as one that does not exist does."""
+    reach = scope(caller).tenant_id  # None: every tenant
+    if named is None:
+        return reach or DEFAULT_TENANT
+    tenant = await request.app[TENANT_CACHE].resolve(store, named)
+    if tenant is None or (reach is not None and tenant.id != reach):
+        raise not_found("tenant")
+    return tenant.id
