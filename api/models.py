@@ -31,10 +31,19 @@ IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=IDEMP
                                                   pattern=_NO_NUL)]
 Id = Annotated[str, StringConstraints(pattern=_NO_NUL)]
 TenantName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=_NO_NUL)]
-# A producer's own id for a customer. Not one of hookpost's tenant ids, which it would
+
+
+def _not_a_tenant_id(uid: str) -> str:
+    if uid.startswith("ten_"):
+        raise ValueError("a uid cannot start with ten_, as hookpost's tenant ids do")
+    return uid
+
+
+# A producer's own id for a customer. Not like one of hookpost's tenant ids, which it would
 # shadow wherever a tenant is named.
 TenantUid = Annotated[str, StringConstraints(
-    min_length=1, max_length=255, pattern=r"^(?!ten_)[A-Za-z0-9._:-]+$")]
+    min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._:-]+$"),
+    AfterValidator(_not_a_tenant_id)]
 TENANT_FIELD = Field(
     default=None, description="The tenant, by id or uid; the tenant `default` if left out.")
 

@@ -135,7 +135,7 @@ ON CONFLICT (producer_key_id, idempotency_key) DO NOTHING
 RETURNING id, tenant_id, type, payload, producer_key_id, idempotency_key, created_at;
 
 -- name: event_by_idempotency_key --
-SELECT id, type, payload, producer_key_id, idempotency_key, created_at FROM events
+SELECT id, tenant_id, type, payload, producer_key_id, idempotency_key, created_at FROM events
 WHERE producer_key_id = $1 AND idempotency_key = $2;
 
 -- name: ingest_events --
@@ -162,8 +162,9 @@ WITH incoming AS (
     SELECT DISTINCT event.id AS event_id, event.tenant_id, event.created_at,
            p.subscription_id
     FROM event
-    CROSS JOIN LATERAL unnest(event_type_patterns(event.type)) AS pattern
-    JOIN subscription_patterns p ON p.tenant_id = event.tenant_id AND p.pattern = pattern
+    CROSS JOIN LATERAL unnest(event_type_patterns(event.type)) AS candidate(pattern)
+    JOIN subscription_patterns p
+      ON p.tenant_id = event.tenant_id AND p.pattern = candidate.pattern
 ), created AS (
     INSERT INTO deliveries
         (tenant_id, event_id, subscription_id, next_attempt_at, created_at, updated_at)

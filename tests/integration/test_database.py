@@ -223,6 +223,6 @@ async def test_a_database_made_before_fair_dispatch_is_brought_over_and_delivers
     assert len(receiver.requests) == 1
     # The older day partition takes the new error kinds.
     await store.pool.execute(
-        "INSERT INTO attempts (delivery_id, attempt_number, trigger, started_at, duration_ms,"
-        " error_kind, outcome) SELECT id, 9, 'scheduled', now(), 0, 'cut_off', 'retry'"
-        " FROM deliveries")
+        "INSERT INTO attempts (tenant_id, delivery_id, attempt_number, trigger, started_at,"
+        " duration_ms, error_kind, outcome) SELECT tenant_id, id, 9, 'scheduled', now(), 0,"
+        " 'cut_off', 'retry' FROM deliveries")

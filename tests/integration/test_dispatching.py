@@ -358,9 +358,9 @@ async def test_a_claim_rewrites_each_row_in_place_without_touching_an_index(
     await backlog(api, keys, receiver, 1)
     # Enough rows to fill several pages, claimed in the order they were written.
     await pool.execute(
-        "INSERT INTO deliveries (event_id, subscription_id, next_attempt_at, created_at,"
-        " updated_at) SELECT event_id, subscription_id, next_attempt_at, created_at,"
-        " updated_at FROM deliveries, generate_series(1, 399)")
+        "INSERT INTO deliveries (tenant_id, event_id, subscription_id, next_attempt_at,"
+        " created_at, updated_at) SELECT tenant_id, event_id, subscription_id,"
+        " next_attempt_at, created_at, updated_at FROM deliveries, generate_series(1, 399)")
     async with pool.acquire() as connection, connection.transaction():
         rows = await claim_on(connection, 200, new_id("lease"), per_subscription=1000)
         updated = await connection.fetchrow(
