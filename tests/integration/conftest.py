@@ -243,14 +243,16 @@ async def subscribe(
 async def post_event(
     api: TestClient[Any, Any], key: str, type: str = "order.created",
     data: dict[str, Any] | None = None, idempotency_key: str | None = None,
+    tenant_id: str | None = None,
 ) -> dict[str, Any]:
     """Post an event over the API; the 202 body (id, deliveries)."""
     headers = Keys.auth(key)
     if idempotency_key is not None:
         headers["Idempotency-Key"] = idempotency_key
-    response = await api.post(
-        "/v1/events", json={"type": type, "data": data or {"n": 1}}, headers=headers
-    )
+    body: dict[str, Any] = {"type": type, "data": data or {"n": 1}}
+    if tenant_id is not None:
+        body["tenant_id"] = tenant_id
+    response = await api.post("/v1/events", json=body, headers=headers)
     assert response.status == 202, await response.text()
     accepted: dict[str, Any] = await response.json()
     return accepted
