@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at  timestamptz NOT NULL DEFAULT now(),
     revoked_at  timestamptz
 );
+CREATE INDEX IF NOT EXISTS api_keys_listing ON api_keys (created_at DESC, id DESC);
 
 CREATE TABLE IF NOT EXISTS subscriptions (
     id           text PRIMARY KEY DEFAULT new_id('sub'),

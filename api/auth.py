@@ -29,6 +29,18 @@ def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
+ADMIN_KEY_UNBOUND = ("an admin key cannot be bound to a tenant: it manages every tenant, "
+                     "their keys included; leave the tenant out")
+LAST_ADMIN_KEY = ("the key is the last valid admin key: without it no one could manage keys "
+                  "or tenants; create another admin key first")
+
+
+def may_be_bound(role: Role) -> bool:
+    """Whether a key of `role` may be bound to one tenant. Not an admin key: it makes keys
+    and tenants, so bound to one tenant it could still make itself a key for any other."""
+    return role != Role.ADMIN
+
+
 async def create_key(store: Store, role: Role, name: str, tenant_id: str | None = None
                      ) -> tuple[str, ApiKey]:
     """A new key (shown once) and its record; `tenant_id` binds it to one tenant's rows."""
@@ -58,6 +70,13 @@ class KeyCache:
                 self._keys.clear()
             self._keys[key_hash] = (api_key, now + KEY_CACHE_SECONDS)
         return api_key
+
+    def forget(self, key_id: str) -> None:
+        """Drop a key just revoked, so this process refuses it at once (others within
+        KEY_CACHE_SECONDS)."""
+        for key_hash, (api_key, _) in list(self._keys.items()):
+            if api_key.id == key_id:
+                del self._keys[key_hash]
 
 
 KEY_CACHE = web.AppKey("key_cache", KeyCache)

@@ -31,6 +31,8 @@ IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=IDEMP
                                                   pattern=_NO_NUL)]
 Id = Annotated[str, StringConstraints(pattern=_NO_NUL)]
 TenantName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=_NO_NUL)]
+KeyName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=_NO_NUL)]
+KeyRole = Literal["admin", "producer", "subscriber"]
 
 
 def _not_a_tenant_id(uid: str) -> str:
@@ -371,4 +373,40 @@ class TenantDetail(Tenant):
 
 class TenantPage(BaseModel):
     data: list[Tenant]
+    next_cursor: str | None
+
+
+# API keys
+
+
+class KeyCreate(Request):
+    role: KeyRole
+    name: KeyName
+    tenant_id: Id | None = Field(
+        default=None,
+        description="The tenant, by id or uid, whose rows alone the key reaches; none for an "
+                    "admin key. Left out: the key is bound to no tenant.",
+    )
+
+
+class ApiKeyBase(BaseModel):
+    id: str
+    name: str
+    role: KeyRole
+    tenant_id: str | None = Field(
+        description="The tenant whose rows alone it reaches; null: bound to none.")
+    created_at: datetime
+
+
+class ApiKeyCreated(ApiKeyBase):
+    key: str = Field(description="The key itself (hp_...), to send as a bearer token; shown "
+                                 "only here, as hookpost keeps only its hash.")
+
+
+class ApiKey(ApiKeyBase):
+    revoked_at: datetime | None = Field(description="When it was revoked; null while valid.")
+
+
+class ApiKeyPage(BaseModel):
+    data: list[ApiKey]
     next_cursor: str | None

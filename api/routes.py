@@ -12,7 +12,17 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from api import json_input, models
-from api.auth import Role, authorize, scope
+from api.auth import (
+    ADMIN_KEY_UNBOUND,
+    KEY_CACHE,
+    KEY_CACHE_SECONDS,
+    LAST_ADMIN_KEY,
+    Role,
+    authorize,
+    create_key,
+    may_be_bound,
+    scope,
+)
 from api.errors import ApiError, invalid, not_found, validation_details
 from api.headers import read_header
 from api.openapi import Header, Operation, build_document
@@ -129,7 +139,7 @@ async def create_subscription(request: web.Request) -> web.Response:
     return model_response(models.SubscriptionCreated.model_validate(record.model_dump()), 201)
 
 
-Row = TypeVar("Row", records.Subscription, records.Delivery, records.Tenant)
+Row = TypeVar("Row", records.Subscription, records.Delivery, records.Tenant, records.ApiKey)
 
 
 def _page(rows: list[Row], limit: int) -> tuple[list[Row], str | None]:
@@ -458,6 +468,59 @@ async def delete_tenant(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# API keys
+
+
+def _api_key(record: records.ApiKey) -> models.ApiKey:
+    return models.ApiKey.model_validate(record.model_dump())
+
+
+async def _tenant_to_bind(store: records.Store, body: models.KeyCreate) -> str | None:
+    """The id of the tenant a new key is bound to, if the body names one it may be."""
+    if body.tenant_id is None:
+        return None
+    if not may_be_bound(Role(body.role)):
+        raise invalid(ADMIN_KEY_UNBOUND, ["body", "tenant_id"])
+    tenant = await store.resolve_tenant(body.tenant_id)
+    if tenant is None:
+        raise not_found("tenant")
+    return tenant.id
+
+
+async def create_api_key(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    await authorize(request, store, Role.ADMIN)
+    body = await _body(request, models.KeyCreate)
+    tenant_id = await _tenant_to_bind(store, body)
+    key, record = await create_key(store, Role(body.role), body.name, tenant_id)
+    created = models.ApiKeyCreated.model_validate({**record.model_dump(), "key": key})
+    return model_response(created, 201)
+
+
+async def list_api_keys(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    await authorize(request, store, Role.ADMIN)
+    query = _query(request, models.PageQuery)
+    rows, next_cursor = _page(
+        await store.list_api_keys(query.limit + 1, decode_cursor(query.cursor)), query.limit
+    )
+    return model_response(models.ApiKeyPage(data=[_api_key(row) for row in rows],
+                                            next_cursor=next_cursor))
+
+
+async def revoke_api_key(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    await authorize(request, store, Role.ADMIN)
+    id = _path_id(request, "API key")
+    revocation = await store.revoke_api_key(id, request.app[CLOCK]())
+    if revocation == "not_found":
+        raise not_found("API key")
+    if revocation == "last_admin":
+        raise ApiError(409, "last_admin_key", LAST_ADMIN_KEY)
+    request.app[KEY_CACHE].forget(id)
+    return web.Response(status=204)
+
+
 # Liveness
 
 
@@ -490,6 +553,16 @@ OPERATIONS = [
     Operation("DELETE", "/v1/tenants/{id}", delete_tenant,
               "Delete a tenant: its subscriptions are deleted and its keys revoked", _ADMIN,
               status=204, errors=(409,)),
+    Operation("POST", "/v1/keys", create_api_key,
+              "Create an API key; the key itself is shown only in this answer", _ADMIN,
+              models.KeyCreate, models.ApiKeyCreated, 201, errors=(404,)),
+    Operation("GET", "/v1/keys", list_api_keys,
+              "List API keys, newest first, revoked ones too (never the keys themselves)",
+              _ADMIN, response=models.ApiKeyPage, query=models.PageQuery),
+    Operation("DELETE", "/v1/keys/{id}", revoke_api_key,
+              f"Revoke an API key: every API process refuses it within {KEY_CACHE_SECONDS:g} "
+              "seconds. The last valid admin key cannot be revoked", _ADMIN, status=204,
+              errors=(409,)),
     Operation("POST", "/v1/subscriptions", create_subscription, "Create a subscription",
               _OWNER, models.SubscriptionCreate, models.SubscriptionCreated, 201,
               errors=(404,)),

@@ -1,4 +1,4 @@
-"""The `hookpost` command: serve, api, dispatcher, migrate, keys create."""
+"""The `hookpost` command: serve, api, dispatcher, migrate, keys create|list|revoke."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -17,11 +18,19 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from api.app import create_app
-from api.auth import Role, create_key
+from api.auth import (
+    ADMIN_KEY_UNBOUND,
+    KEY_CACHE_SECONDS,
+    LAST_ADMIN_KEY,
+    Role,
+    create_key,
+    may_be_bound,
+)
 from api.probes import create_probe_app
 from dispatcher.maintenance import Maintenance
 from dispatcher.worker import Dispatcher
 from hookpost import logs
+from hookpost.clock import utcnow
 from hookpost.database import (
     EmbeddedServer,
     close_pool,
@@ -30,7 +39,7 @@ from hookpost.database import (
     start_embedded,
 )
 from hookpost.settings import Settings, describe_settings
-from hookpost.store import Store
+from hookpost.store import ApiKey, Store
 
 log = logging.getLogger("hookpost")
 _API_SHUTDOWN_SECONDS = 3.0
@@ -56,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     create = key_commands.add_parser("create", help="create an API key and print it once")
     create.add_argument("--role", required=True, choices=[role.value for role in Role])
     create.add_argument("--name", required=True)
+    create.add_argument("--tenant", help="bind the key to this tenant (id or uid): it then "
+                                         "reaches that tenant's rows alone")
+    key_commands.add_parser("list", help="list API keys, newest first (never the keys)")
+    revoke = key_commands.add_parser(
+        "revoke", help="revoke an API key; every API process refuses it within "
+                       f"{KEY_CACHE_SECONDS:g} s")
+    revoke.add_argument("id", help="the key's id (key_...)")
     return parser
 
 
@@ -161,15 +177,72 @@ class DispatcherFailed(Exception):
     """The dispatcher could not go on; the process exits non-zero."""
 
 
+class CommandRefused(Exception):
+    """A command that cannot do what it was asked; its message goes to stderr, exit 1."""
+
+
 async def _migrate(database: Database) -> None:
     async with _store(database):
         print("schema is up to date", flush=True)
 
 
-async def _create_key(database: Database, role: str, name: str) -> None:
+async def _create_key(database: Database, role: Role, name: str, tenant: str | None) -> None:
     async with _store(database) as store:
-        key, _ = await create_key(store, Role(role), name)
+        tenant_id = None
+        if tenant is not None:
+            if not may_be_bound(role):
+                raise CommandRefused(ADMIN_KEY_UNBOUND)
+            found = await store.resolve_tenant(tenant)
+            if found is None:
+                raise CommandRefused(f"no tenant has the id or uid {tenant!r}")
+            tenant_id = found.id
+        key, _ = await create_key(store, role, name, tenant_id)
         print(key, flush=True)
+
+
+_KEY_PAGE = 250
+
+
+async def _list_keys(database: Database) -> None:
+    async with _store(database) as store:
+        keys: list[ApiKey] = []
+        while True:
+            after = (keys[-1].created_at, keys[-1].id) if keys else None
+            page = await store.list_api_keys(_KEY_PAGE, after)
+            keys += page
+            if len(page) < _KEY_PAGE:
+                break
+    print(key_table(keys), flush=True)
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# A name holding a line break or a tab would break the table's lines and columns.
+_PRINTABLE = {code: " " for code in [*range(32), 127]}
+
+
+def key_table(keys: list[ApiKey]) -> str:
+    """The keys as a table of aligned columns, one key a line; times in UTC."""
+    rows = [("ID", "ROLE", "NAME", "TENANT", "CREATED (UTC)", "REVOKED (UTC)")]
+    rows += [(key.id, key.role, key.name.translate(_PRINTABLE), key.tenant_id or "-",
+              _when(key.created_at), _when(key.revoked_at)) for key in keys]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+             for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+async def _revoke_key(database: Database, id: str) -> None:
+    async with _store(database) as store:
+        revocation = await store.revoke_api_key(id, utcnow())
+    if revocation == "not_found":
+        raise CommandRefused(f"no valid API key has the id {id!r}")
+    if revocation == "last_admin":
+        raise CommandRefused(f"{id}: {LAST_ADMIN_KEY}")
+    print(f"revoked {id}; every API process refuses it within {KEY_CACHE_SECONDS:g} s",
+          flush=True)
 
 
 def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -187,16 +260,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(settings.log_format, settings.log_level)
     database = Database(settings)
+    key_commands: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+        "create": lambda: _create_key(database, Role(arguments.role), arguments.name,
+                                      arguments.tenant),
+        "list": lambda: _list_keys(database),
+        "revoke": lambda: _revoke_key(database, arguments.id),
+    }
     commands: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
         "serve": lambda: _run(settings, database, api=True, dispatcher=True),
         "api": lambda: _run(settings, database, api=True, dispatcher=False),
         "dispatcher": lambda: _run(settings, database, api=False, dispatcher=True),
         "migrate": lambda: _migrate(database),
-        "keys": lambda: _create_key(database, arguments.role, arguments.name),
+        "keys": lambda: key_commands[arguments.keys_command](),
     }
     try:
         with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
             runner.run(commands[arguments.command]())
+    except CommandRefused as refused:
+        print(f"hookpost: {refused}", file=sys.stderr)
+        return 1
     except DispatcherFailed as failed:
         log.error("dispatcher failed", exc_info=failed.__cause__)
         return 1

@@ -11,6 +11,34 @@ WHERE key_hash = $1 AND revoked_at IS NULL;
 -- name: count_admin_keys --
 SELECT count(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL;
 
+-- name: list_api_keys --
+-- Newest first, revoked ones too; ($2, $3) is the (created_at, id) of the last row of the
+-- previous page. Never the hash.
+SELECT id, name, role, tenant_id, created_at, revoked_at FROM api_keys
+WHERE ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::text))
+ORDER BY created_at DESC, id DESC
+LIMIT $1;
+
+-- name: revoke_api_key --
+-- Revokes the valid key $1 at $2, unless it is the last valid admin key: no row if there is
+-- no such valid key, else whether it was kept as the last admin. The key and every valid
+-- admin key are locked in one order, so two revocations at once wait for each other (and
+-- see each other's revocation) instead of each leaving the other's key as the last one.
+WITH valid AS (
+    SELECT id, role FROM api_keys
+    WHERE revoked_at IS NULL AND (id = $1 OR role = 'admin')
+    ORDER BY id
+    FOR UPDATE
+), verdict AS (
+    SELECT id, role = 'admin' AND (SELECT count(*) FROM valid WHERE role = 'admin') = 1
+           AS last_admin
+    FROM valid WHERE id = $1
+), revoked AS (
+    UPDATE api_keys k SET revoked_at = $2
+    FROM verdict WHERE k.id = verdict.id AND NOT verdict.last_admin
+)
+SELECT last_admin FROM verdict;
+
 -- name: insert_tenant --
 INSERT INTO tenants (name, uid, created_at, updated_at) VALUES ($1, $2, $3, $3)
 RETURNING id, name, uid, created_at, updated_at;

@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -29,6 +29,7 @@ class ApiKey(BaseModel):
     role: str
     tenant_id: str | None = None  # bound to this tenant's rows; None: not bound
     created_at: datetime
+    revoked_at: datetime | None = None
 
 
 class Tenant(BaseModel):
@@ -49,6 +50,9 @@ class Scope:
 
 
 EVERYTHING = Scope()
+
+# What asking to revoke a key did; "not_found": no such key, or it was revoked already.
+Revocation = Literal["revoked", "last_admin", "not_found"]
 
 UniqueViolation = asyncpg.UniqueViolationError  # a uid (or other unique value) is taken
 
@@ -261,6 +265,19 @@ class Store:
     async def count_admin_keys(self) -> int:
         count: int = await _fetchval(self.pool, QUERIES["count_admin_keys"])
         return count
+
+    async def list_api_keys(self, limit: int, after: tuple[datetime, str] | None
+                            ) -> list[ApiKey]:
+        after_at, after_id = after if after else (None, None)
+        rows = await _fetch(self.pool, QUERIES["list_api_keys"], limit, after_at, after_id)
+        return _models(ApiKey, rows)
+
+    async def revoke_api_key(self, id: str, now: datetime) -> Revocation:
+        """Revoke a valid key, unless it is the last valid admin key (then it stays)."""
+        row = await _fetchrow(self.pool, QUERIES["revoke_api_key"], id, now)
+        if row is None:
+            return "not_found"
+        return "last_admin" if row["last_admin"] else "revoked"
 
     # Tenants
 

@@ -164,8 +164,11 @@ class Seeded:
     doomed_subscription_id: str  # for DELETE, so the others keep theirs
     event_id: str
     delivery_id: str
+    doomed_key_id: str  # a producer's, for DELETE /v1/keys/{id}
 
     def id_for(self, method: str, path: str) -> str:
+        if path.startswith("/v1/keys/"):
+            return self.doomed_key_id
         if path.startswith("/v1/events/"):
             return self.event_id
         if path.startswith("/v1/deliveries/"):
@@ -177,7 +180,8 @@ class Seeded:
 
 async def seed(api: TestClient[Any, Any], admin: str, receiver: Receiver, store: Store,
                settings: Settings) -> Seeded:
-    """A subscription with a failed delivery and its attempt, and one to delete."""
+    """A subscription with a failed delivery and its attempt, and a subscription and a key
+    to delete."""
     receiver.respond = answer_status(400)
     subscription = await subscribe(api, admin, receiver.url(), ["order.*"],
                                    description="seeded for schemathesis")
@@ -186,7 +190,8 @@ async def seed(api: TestClient[Any, Any], admin: str, receiver: Receiver, store:
     await make_dispatcher(store, settings).run(until_idle=True)
     [delivery] = (await get_json(api, admin, f"/v1/events/{event['id']}"))["deliveries"]
     assert delivery["status"] == "failed"
-    return Seeded(subscription["id"], doomed["id"], event["id"], delivery["id"])
+    _, doomed_key = await create_key(store, Role.PRODUCER, "doomed")
+    return Seeded(subscription["id"], doomed["id"], event["id"], delivery["id"], doomed_key.id)
 
 
 def explore(operation: APIOperation[Any, Any, Any, Any],
@@ -273,6 +278,7 @@ FOUND = [
           ("GET", "/v1/events/%00", None),
           ("GET", "/v1/deliveries/%00", None),
           ("POST", "/v1/deliveries/%00/redeliver", None),
+          ("DELETE", "/v1/keys/%00", None),
       ]),
     pytest.param(Refusal("GET", "/v1/deliveries", 422, ["query", "subscription_id"],
                          query={"subscription_id": "sub_\x00"}), id="nul-in-subscription-filter"),
