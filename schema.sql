@@ -77,8 +77,8 @@ $$;
 
 CREATE INDEX IF NOT EXISTS subscriptions_listing
     ON subscriptions (created_at DESC, id DESC) WHERE status <> 'deleted';
-CREATE INDEX IF NOT EXISTS subscriptions_fan_out
-    ON subscriptions (status) WHERE status IN ('active', 'paused');
+-- Fan-out goes through subscription_patterns (below) instead of this.
+DROP INDEX IF EXISTS subscriptions_fan_out;
 CREATE INDEX IF NOT EXISTS subscriptions_failing
     ON subscriptions (failing_since) WHERE status = 'active' AND failing_since IS NOT NULL;
 
