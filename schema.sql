@@ -338,8 +338,11 @@ $$;
 
 -- Every table holding a tenant's rows carries its tenant, so they could be distributed by
 -- tenant. A database made before tenants has every row in the default tenant: the column
--- is added with that default (no table is rewritten), which is then dropped, so every new
--- row must name its tenant. (Checked first: ALTER TABLE takes the table's strongest lock.)
+-- is added with that default, which rewrites no table. The default stays for now, so that
+-- processes of the code before tenants, which name none, keep working beside new ones
+-- during an upgrade; hookpost's own queries always name the tenant. (Checked first: ALTER
+-- TABLE takes the table's strongest lock, held until the migration commits; the checks of
+-- the new foreign keys read the whole of subscriptions and events meanwhile.)
 DO $$
 DECLARE
     tenant_table text;
@@ -357,19 +360,15 @@ BEGIN
                          AND column_name = 'tenant_id') THEN
             EXECUTE format('ALTER TABLE %I ADD COLUMN tenant_id text NOT NULL DEFAULT %L',
                            tenant_table, 'ten_default');
-            EXECUTE format('ALTER TABLE %I ALTER COLUMN tenant_id DROP DEFAULT', tenant_table);
         END IF;
     END LOOP;
-    -- Checked without blocking writes: NOT VALID, then VALIDATE.
     IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'subscriptions_tenant_fkey') THEN
         ALTER TABLE subscriptions ADD CONSTRAINT subscriptions_tenant_fkey
-            FOREIGN KEY (tenant_id) REFERENCES tenants (id) NOT VALID;
-        ALTER TABLE subscriptions VALIDATE CONSTRAINT subscriptions_tenant_fkey;
+            FOREIGN KEY (tenant_id) REFERENCES tenants (id);
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'events_tenant_fkey') THEN
         ALTER TABLE events ADD CONSTRAINT events_tenant_fkey
-            FOREIGN KEY (tenant_id) REFERENCES tenants (id) NOT VALID;
-        ALTER TABLE events VALIDATE CONSTRAINT events_tenant_fkey;
+            FOREIGN KEY (tenant_id) REFERENCES tenants (id);
     END IF;
 END
 $$;

@@ -29,7 +29,7 @@ from api.openapi import Header, Operation, build_document
 from api.probes import PROBES
 from api.responses import model_response
 from api.state import CLOCK, INGEST, SETTINGS, STORE
-from api.tenancy import tenant_to_write
+from api.tenancy import TENANT_CACHE, tenant_to_write
 from dispatcher.destinations import check_destination
 from dispatcher.signing import new_secret
 from hookpost import __version__, metrics
@@ -132,10 +132,13 @@ async def create_subscription(request: web.Request) -> web.Response:
     body = await _body(request, models.SubscriptionCreate)
     tenant_id = await tenant_to_write(request, store, caller, body.tenant_id)
     await _check_url(request, body.url)
-    record = await store.insert_subscription(
-        caller.id, body.url, body.event_types, body.description, body.status, new_secret(),
-        request.app[CLOCK](), body.max_concurrency, body.rate_limit, tenant_id,
-    )
+    try:
+        record = await store.insert_subscription(
+            caller.id, body.url, body.event_types, body.description, body.status, new_secret(),
+            request.app[CLOCK](), body.max_concurrency, body.rate_limit, tenant_id,
+        )
+    except records.TenantGone:  # deleted a moment ago
+        raise not_found("tenant") from None
     return model_response(models.SubscriptionCreated.model_validate(record.model_dump()), 201)
 
 
@@ -292,7 +295,8 @@ async def create_event(request: web.Request) -> web.Response:
     if not _same_event(event, body, tenant_id):
         raise ApiError(
             409, "idempotency_conflict",
-            "this idempotency key was already used for an event with another type or data",
+            "this idempotency key was already used for an event with another tenant, type "
+            "or data (a producer's keys are unique across every tenant it posts to)",
         )
     accepted = models.EventAccepted(
         id=event.id, tenant_id=event.tenant_id, type=event.type, created_at=event.created_at,
@@ -444,6 +448,9 @@ async def update_tenant(request: web.Request) -> web.Response:
     await authorize(request, store, Role.ADMIN)
     body = await _body(request, models.TenantUpdate)
     tenant = await _named_tenant(request)
+    if tenant.id == records.DEFAULT_TENANT and "uid" in body.model_fields_set:
+        raise ApiError(409, "default_tenant",
+                       "the default tenant keeps the uid default, which names it everywhere")
     try:
         record = await store.update_tenant(
             tenant.id, name=body.name, uid=body.uid, set_uid="uid" in body.model_fields_set,
@@ -463,8 +470,13 @@ async def delete_tenant(request: web.Request) -> web.Response:
     if tenant.id == records.DEFAULT_TENANT:
         raise ApiError(409, "default_tenant",
                        "the default tenant takes whatever names no tenant; it stays")
-    if not await store.delete_tenant(tenant.id, request.app[CLOCK]()):
+    revoked = await store.delete_tenant(tenant.id, request.app[CLOCK]())
+    if revoked is None:
         raise not_found("tenant")
+    # This process refuses them at once; every other one within the caches' lifetime.
+    request.app[TENANT_CACHE].forget(tenant.id)
+    for key_id in revoked:
+        request.app[KEY_CACHE].forget(key_id)
     return web.Response(status=204)
 
 

@@ -1,6 +1,7 @@
 """Which tenant a request writes to: the one it names (by id or uid), within what the
-caller's key may reach, found through a short-lived cache so that posting events to a
-named tenant costs no lookup per request."""
+caller's key may reach. Tenants named by id are found through a short-lived cache, so that
+posting events to one costs no lookup per request; a uid is looked up every time, since it
+may move to another tenant."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ TENANT_CACHE_SECONDS = 5.0
 
 
 class TenantCache:
-    """Tenants named lately, by id or uid. A tenant deleted, or a uid moved to another
-    tenant, is seen within TENANT_CACHE_SECONDS; the deleted tenant's subscriptions are
-    gone at once, so nothing is delivered for it meanwhile."""
+    """Tenants found lately by their id, which never changes. A tenant deleted is seen
+    within TENANT_CACHE_SECONDS (at once in the process that deleted it); its
+    subscriptions are gone at once, so nothing is delivered for it meanwhile. A uid can
+    move from one tenant to another, so a uid is never answered from here."""
 
     def __init__(self, limit: int = 100_000) -> None:
         self._limit = limit
-        self._tenants: dict[str, tuple[Tenant | None, float]] = {}
+        self._tenants: dict[str, tuple[Tenant, float]] = {}
 
     async def resolve(self, store: Store, id_or_uid: str) -> Tenant | None:
         now = time.monotonic()
@@ -30,10 +32,14 @@ class TenantCache:
         if cached is not None and cached[1] > now:
             return cached[0]
         tenant = await store.resolve_tenant(id_or_uid)
-        if len(self._tenants) >= self._limit:
-            self._tenants.clear()
-        self._tenants[id_or_uid] = (tenant, now + TENANT_CACHE_SECONDS)
+        if tenant is not None and tenant.id == id_or_uid:
+            if len(self._tenants) >= self._limit:
+                self._tenants.clear()
+            self._tenants[id_or_uid] = (tenant, now + TENANT_CACHE_SECONDS)
         return tenant
+
+    def forget(self, tenant_id: str) -> None:
+        self._tenants.pop(tenant_id, None)
 
 
 TENANT_CACHE = web.AppKey("tenant_cache", TenantCache)

@@ -86,8 +86,10 @@ WITH deleted AS (
 ), revoked AS (
     UPDATE api_keys k SET revoked_at = $2
     FROM deleted WHERE k.tenant_id = deleted.id AND k.revoked_at IS NULL
+    RETURNING k.id
 )
-SELECT count(*) FROM deleted;
+SELECT (SELECT count(*) FROM deleted) AS deleted,
+       coalesce((SELECT array_agg(id) FROM revoked), '{}') AS revoked_keys;
 
 -- name: tenant_subscriptions_by_status --
 SELECT status, count(*) AS count FROM subscriptions
@@ -101,10 +103,12 @@ JOIN subscriptions s ON s.id = d.subscription_id
 WHERE s.tenant_id = $1 AND s.status <> 'deleted' AND d.status = 'pending';
 
 -- name: insert_subscription --
+-- Nothing, if tenant $10 has been deleted (a key of it may still be cached for a moment).
 INSERT INTO subscriptions
     (owner_key_id, url, event_types, description, status, secret, created_at, updated_at,
      max_concurrency, rate_limit, tenant_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)
+SELECT $1, $2, $3, $4, $5, $6, $7, $7, $8, $9, id
+FROM tenants WHERE id = $10 AND status = 'active'
 RETURNING *;
 
 -- name: get_subscription --

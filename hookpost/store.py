@@ -57,6 +57,10 @@ Revocation = Literal["revoked", "last_admin", "not_found"]
 UniqueViolation = asyncpg.UniqueViolationError  # a uid (or other unique value) is taken
 
 
+class TenantGone(LookupError):
+    """The tenant a row was to be written to has been deleted."""
+
+
 class Subscription(BaseModel):
     id: str
     tenant_id: str
@@ -300,10 +304,11 @@ class Store:
         row = await _fetchrow(self.pool, QUERIES["update_tenant"], id, name, uid, set_uid, now)
         return _model(Tenant, row)
 
-    async def delete_tenant(self, id: str, now: datetime) -> bool:
-        """Delete a tenant with its subscriptions and keys; the default one stays."""
-        deleted: int = await _fetchval(self.pool, QUERIES["delete_tenant"], id, now)
-        return deleted > 0
+    async def delete_tenant(self, id: str, now: datetime) -> list[str] | None:
+        """Delete a tenant with its subscriptions and keys (the default one stays); the ids
+        of the keys revoked, or None if there was no such tenant."""
+        row = _one(await _fetchrow(self.pool, QUERIES["delete_tenant"], id, now))
+        return list(row["revoked_keys"]) if row["deleted"] else None
 
     async def tenant_summary(self, id: str) -> tuple[dict[str, int], int]:
         """The tenant's subscriptions by status, and its pending deliveries."""
@@ -318,11 +323,14 @@ class Store:
         status: str, secret: str, now: datetime, max_concurrency: int | None = None,
         rate_limit: float | None = None, tenant_id: str = DEFAULT_TENANT,
     ) -> Subscription:
+        """The subscription made; TenantGone if its tenant has been deleted."""
         row = await _fetchrow(
             self.pool, QUERIES["insert_subscription"], owner_key_id, url, event_types, description,
             status, secret, now, max_concurrency, rate_limit, tenant_id,
         )
-        return Subscription.model_validate(dict(_one(row)))
+        if row is None:
+            raise TenantGone(tenant_id)
+        return Subscription.model_validate(dict(row))
 
     async def get_subscription(self, id: str, scope: Scope) -> Subscription | None:
         row = await _fetchrow(self.pool, QUERIES["get_subscription"], id, scope.owner_key_id,

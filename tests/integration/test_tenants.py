@@ -4,6 +4,7 @@ index), and keys bound to one tenant that can reach no other."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,10 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from api.auth import Role, create_key
+from api.auth import Role, create_key, hash_key
 from hookpost.database import create_pool, migrate
 from hookpost.settings import Settings
-from hookpost.store import DEFAULT_TENANT, Store
+from hookpost.store import DEFAULT_TENANT, Store, TenantGone
 from tests.integration.conftest import (
     Keys,
     Receiver,
@@ -351,7 +352,6 @@ async def test_a_database_made_before_tenants_is_brought_over_with_nothing_lost(
             "TO public")
         await connection.execute(older.read_text())
         # What that schema held: keys, a subscription and a delivery still to be sent.
-        from api.auth import hash_key
         for id, role, key in (("key_s", "subscriber", subscriber), ("key_p", "producer", producer)):
             await connection.execute(
                 "INSERT INTO api_keys (id, name, role, key_hash) VALUES ($1, $1, $2, $3)",
@@ -385,3 +385,61 @@ async def test_a_database_made_before_tenants_is_brought_over_with_nothing_lost(
     assert (await post_event(api, producer, "order.paid"))["deliveries"] == 1
     await make_dispatcher(store, settings).run(until_idle=True)
     assert len(receiver.to("/old")) == 2
+
+
+# What a review found: uids that move, keys of a deleted tenant, the default's uid
+
+
+async def test_a_uid_moved_to_another_tenant_names_that_tenant_at_once(
+    api: TestClient[Any, Any], keys: Keys,
+) -> None:
+    first = await create_tenant(api, keys.admin, "First", uid="x")
+    assert (await post_event(api, keys.producer, tenant_id="x"))["tenant_id"] == first["id"]
+    await api.patch(f"/v1/tenants/{first['id']}", json={"uid": "y"}, headers=Keys.auth(keys.admin))
+    second = await create_tenant(api, keys.admin, "Second", uid="x")
+    assert (await post_event(api, keys.producer, tenant_id="x"))["tenant_id"] == second["id"]
+
+
+async def test_a_tenant_made_after_a_miss_is_found_at_once(
+    api: TestClient[Any, Any], keys: Keys,
+) -> None:
+    missing = await api.post("/v1/events", json={"type": "a", "data": {}, "tenant_id": "late"},
+                             headers=Keys.auth(keys.producer))
+    assert missing.status == 404
+    late = await create_tenant(api, keys.admin, "Late", uid="late")
+    assert (await post_event(api, keys.producer, tenant_id="late"))["tenant_id"] == late["id"]
+
+
+async def test_a_key_of_a_deleted_tenant_writes_nothing_more(
+    api: TestClient[Any, Any], keys: Keys, store: Store, receiver: Receiver,
+) -> None:
+    tenant = await create_tenant(api, keys.admin, "Gone")
+    subscriber, _ = await create_key(store, Role.SUBSCRIBER, "gone", tenant["id"])
+    await subscribe(api, subscriber, receiver.url())  # its key is now in the cache
+    await api.delete(f"/v1/tenants/{tenant['id']}", headers=Keys.auth(keys.admin))
+    before = await count_rows(store.pool)
+    response = await api.post("/v1/subscriptions", json={"url": receiver.url(),
+                              "event_types": ["*"]}, headers=Keys.auth(subscriber))
+    assert response.status == 401
+    assert await count_rows(store.pool) == before
+
+
+async def test_a_subscription_is_never_made_in_a_deleted_tenant(
+    store: Store, api: TestClient[Any, Any], keys: Keys,
+) -> None:
+    tenant = await create_tenant(api, keys.admin, "Gone")
+    await api.delete(f"/v1/tenants/{tenant['id']}", headers=Keys.auth(keys.admin))
+    with pytest.raises(TenantGone):
+        await store.insert_subscription("key", "http://127.0.0.1:9/", ["*"], "", "active",
+                                        "whsec_x", datetime.now(UTC), tenant_id=tenant["id"])
+
+
+async def test_the_default_tenant_keeps_its_uid(api: TestClient[Any, Any], keys: Keys) -> None:
+    for body in ({"uid": None}, {"uid": "other"}):
+        response = await api.patch("/v1/tenants/default", json=body,
+                                   headers=Keys.auth(keys.admin))
+        assert response.status == 409
+    assert (await get_json(api, keys.admin, "/v1/tenants/default"))["uid"] == "default"
+    renamed = await api.patch("/v1/tenants/default", json={"name": "Everyone else"},
+                              headers=Keys.auth(keys.admin))
+    assert renamed.status == 200
