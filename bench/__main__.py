@@ -37,7 +37,7 @@ from pgqueuer import Queries
 
 from api.auth import Role, create_key
 from bench import pgqueuer_sender
-from bench.loadgen import percentile
+from bench.loadgen import event_body, percentile
 from dispatcher.signing import new_secret, signature_header
 from hookpost.database import create_pool, migrate, start_embedded
 from hookpost.store import QUERIES as HOOKPOST_QUERIES
@@ -73,13 +73,16 @@ class Plan:
     noisy_grace: float  # how long its missing events may still arrive after that
     storm_runs: tuple[tuple[int, bool], ...]  # (dispatchers, with the subscription's limits)
     storm_backlog: int
+    tenant_cases: tuple[tuple[str, int, int], ...]  # (case, tenants, subscriptions of each)
 
 
 FULL = Plan(False, 2, 10, 30_000, 10, 20, 1000, 10, (10_000, 1_000_000), (10_000, 10_000_000),
             ((0, 1), (10, 1), (40, 1), (200, 1), (200, 2)), 30, 10,
-            ((1, False), (2, False), (2, True)), 3_000)
+            ((1, False), (2, False), (2, True)), 3_000,
+            (("alone", 1, 1), ("many_tenants", 10_000, 10), ("many_types", 1, 10_000)))
 QUICK = Plan(True, 1, 3, 3_000, 3, 5, 1000, 0, (1_000, 20_000), (1_000, 100_000),
-             ((0, 1), (10, 1)), 6, 3, ((1, False), (2, True)), 300)
+             ((0, 1), (10, 1)), 6, 3, ((1, False), (2, True)), 300,
+             (("alone", 1, 1), ("many_tenants", 1_000, 10), ("many_types", 1, 1_000)))
 MOST_DELIVERIES = 120_000  # keeps the Celery rounds, at a seventh of the speed, in time
 
 
@@ -340,10 +343,6 @@ async def hookpost_dispatchers(deliveries: int, postgres: Postgres, receiver: Re
                            "attempts_recorded")
 
 
-def webhook_body() -> bytes:
-    return json.dumps({"type": "bench.event", "data": {"pad": "x" * 1000}}).encode()
-
-
 async def pgqueuer(deliveries: int, postgres: Postgres, receiver: Receiver) -> dict[str, float]:
     """The same messages as jobs of bench/pgqueuer_sender.py, run by one `pgq run`."""
     url = await postgres.fresh()
@@ -357,7 +356,7 @@ async def pgqueuer(deliveries: int, postgres: Postgres, receiver: Receiver) -> d
         for number, endpoint in enumerate(endpoints):
             await connection.execute(QUERIES["pgqueuer_add_endpoint"], endpoint,
                                      f"{receiver.base}/pgqueuer/s{number}", new_secret())
-        body = webhook_body()
+        body = event_body()
         for start in range(0, deliveries, 10_000):  # bounded statements
             size = min(10_000, deliveries - start)
             await queries.enqueue(
@@ -386,7 +385,7 @@ async def celery(deliveries: int, receiver: Receiver) -> dict[str, float] | None
         return None
     await receiver.reset()
     secret = new_secret()
-    body = webhook_body().decode()
+    body = event_body().decode()
     for number in range(deliveries):
         id = f"evt_celery_{number}"
         timestamp = int(time.time())
@@ -430,13 +429,23 @@ async def ingest(plan: Plan, postgres: Postgres, receiver: Receiver,
     async with store_of(url) as store:
         await subscriptions(store, receiver, fan_out)
         key, _ = await create_key(store, Role.PRODUCER, "bench")
+    return await post_events(plan, url, key)
+
+
+async def post_events(plan: Plan, url: str, key: str,
+                      tenant: str | None = None) -> dict[str, Any]:
+    """Events posted as fast as one `hookpost api` process takes them, for
+    `plan.ingest_seconds`, to `tenant` if named: events/s and response times."""
     port = free_port()
     api = await api_process(url, port)
     try:
         if shutil.which("wrk"):  # light on the CPU the API shares with it
-            return wrk(f"http://127.0.0.1:{port}/v1/events", key, plan.ingest_seconds)
+            return wrk(f"http://127.0.0.1:{port}/v1/events", key, plan.ingest_seconds,
+                       event_body(tenant))
         load = python("-m", "bench.loadgen", f"http://127.0.0.1:{port}", key,
-                      str(plan.ingest_seconds), "64", stdout=subprocess.PIPE)
+                      str(plan.ingest_seconds), "64",
+                      *(["--tenant", tenant] if tenant is not None else []),
+                      stdout=subprocess.PIPE)
         output, _ = load.communicate()
     finally:
         stop(api)
@@ -445,14 +454,39 @@ async def ingest(plan: Plan, postgres: Postgres, receiver: Receiver,
             **measured}
 
 
+async def tenant_ingest(plan: Plan, postgres: Postgres, receiver: Receiver, case: str,
+                        tenants: int, each: int) -> dict[str, Any]:
+    """Ingest at fan-out 1 beside `tenants` tenants of `each` subscriptions, loaded by SQL:
+    events of type bench.event posted, by id, to the first tenant, where exactly one
+    subscription matches them."""
+    url = await postgres.fresh()
+    async with store_of(url) as store:
+        _, admin = await create_key(store, Role.ADMIN, "bench")
+        key, _ = await create_key(store, Role.PRODUCER, "bench")
+        await store.pool.execute(QUERIES["bench_tenants"], tenants)
+        await store.pool.execute(QUERIES["bench_tenant_subscriptions"], tenants, each,
+                                 admin.id, receiver.base, new_secret())
+        # Vacuumed and checkpointed too, so neither autovacuum nor the writing out of the
+        # load runs beside the timed posts, and only beside the large cases'.
+        await store.pool.execute("VACUUM ANALYZE")
+        await store.pool.execute("CHECKPOINT")
+        # The trigger on subscriptions, not the load, fills the fan-out's index.
+        loaded = tuple(await store.pool.fetchrow(QUERIES["bench_tenant_loaded"]) or ())
+        assert loaded == (tenants * each, tenants * each), f"subscriptions, patterns: {loaded}"
+        measured = await post_events(plan, url, key, tenant="ten_bench_0")
+        events, deliveries = await store.pool.fetchrow(QUERIES["bench_tenant_fan_out"]) or (0, 0)
+    assert 0 < events == deliveries, f"{events} events stored, {deliveries} deliveries"
+    return {"case": case, "tenants": tenants, "subscriptions": tenants * each,
+            "events_stored": events, "deliveries": deliveries, **measured}
+
+
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(url: str, key: str, seconds: float) -> dict[str, Any]:
-    """POST events with wrk (one thread, 64 connections); events/s and latency."""
-    body = json.dumps({"type": "bench.event", "data": {"pad": "x" * 1000}})
+def wrk(url: str, key: str, seconds: float, body: bytes) -> dict[str, Any]:
+    """POST `body` with wrk (one thread, 64 connections); events/s and latency."""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(f"wrk.method = 'POST'\nwrk.body = '{body}'\n"
+    script.write_text(f"wrk.method = 'POST'\nwrk.body = '{body.decode()}'\n"
                       "wrk.headers['Content-Type'] = 'application/json'\n"
                       f"wrk.headers['Authorization'] = 'Bearer {key}'\n")
     try:
@@ -716,6 +750,17 @@ def storm_limited(raw: dict[str, Any], key: str) -> float | str | None:
     return value
 
 
+def tenant_runs(raw: dict[str, Any], case: str) -> list[dict[str, Any]]:
+    return [run for run in raw["tenants"] if run["case"] == case]
+
+
+def tenant_rate(raw: dict[str, Any], case: str) -> float | None:
+    """Mean events/s of the tenants scenario's `case` over its rounds; None if it did
+    not run."""
+    runs = tenant_runs(raw, case)
+    return mean(runs, "per_second") if runs else None
+
+
 def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     limit_rate = mean(raw["limit"], "per_second")
     one = mean(raw["hookpost_1"], "per_second")
@@ -726,12 +771,17 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     small, large = raw["memory"]
     rows_small, rows_large = raw["claim"]
     noisy_40, noisy_200_2 = noisy_run(raw, 40, 1), noisy_run(raw, 200, 2)
+    alone = tenant_rate(raw, "alone")
     checks: list[tuple[str, float | str | None, str, float]] = [
         ("dispatcher ÷ limit", ratio(one, limit_rate), ">= 0.60", 0.60),
         ("hookpost ÷ Celery", ratio(one, celery_rate), ">= 5", 5.0),
         ("hookpost ÷ pgqueuer sender", ratio(one, pgqueuer_rate), ">= 2", 2.0),
         ("2 dispatchers ÷ 1", ratio(two, one), ">= 1.3", 1.3),
         ("ingest events/s, fan-out 1", raw["ingest_1"]["per_second"], ">= 5000", 5000.0),
+        ("ingest, 1 tenant of many ÷ alone", ratio(tenant_rate(raw, "many_tenants"), alone),
+         ">= 0.9", 0.9),
+        ("ingest, 1 type of many ÷ alone", ratio(tenant_rate(raw, "many_types"), alone),
+         ">= 0.8", 0.8),
         ("end-to-end p50 ms", e2e["p50_ms"], "< 5", -5.0),
         ("end-to-end p99 ms", e2e["p99_ms"], "< 25", -25.0),
         ("RSS 1M ÷ 10k backlog", ratio(large["peak_rss_mb"], small["peak_rss_mb"]), "<= 1.2",
@@ -769,7 +819,15 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
             # What two dispatchers could reach if every core worked the whole time and
             # each delivery cost no more CPU than with one.
             "two_dispatchers_ceiling": 1 / busy_one,
+            "tenants_per_second": {case: tenant_rate(raw, case) for case in TENANT_CASES},
             "targets": table}
+
+
+TENANT_CASES = {
+    "alone": "one tenant with one subscription",
+    "many_tenants": "to one of {tenants:,} tenants holding {subscriptions:,} subscriptions",
+    "many_types": "one tenant with {subscriptions:,} subscriptions on distinct types",
+}
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -815,6 +873,14 @@ def markdown(report: dict[str, Any]) -> str:
               f"(HOOKPOST_MAX_PER_SUBSCRIPTION={e2e['max_per_subscription']}): p50 "
               f"{e2e['p50_ms']:.1f} ms, p99 {e2e['p99_ms']:.1f} ms, max {e2e['max_ms']:.1f} ms."]
     lines.append("")
+    for case, described in TENANT_CASES.items():
+        runs = tenant_runs(raw, case)
+        if runs:
+            each = ", ".join(f"{run['per_second']:.0f}" for run in runs)
+            lines.append(f"Ingest at fan-out 1, {described.format(**runs[0])}: "
+                         f"{mean(runs, 'per_second'):.0f} events/s (rounds in order: "
+                         f"{each}; p99 {max(run['p99_ms'] for run in runs):.1f} ms at most).")
+    lines.append("")
     for run in raw["noisy"]:
         lines.append(f"Noisy neighbours, {run['hangers']} endpoints hanging, "
                      f"{run['dispatchers']} dispatcher(s): the healthy subscription's p50 "
@@ -842,7 +908,7 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-SCENARIOS = ("limit", "hookpost_1", "celery", "pgqueuer", "hookpost_2", "ingest",
+SCENARIOS = ("limit", "hookpost_1", "celery", "pgqueuer", "hookpost_2", "ingest", "tenants",
              "end_to_end", "noisy", "storm", "memory", "claim")
 
 
@@ -879,6 +945,15 @@ async def run(plan: Plan, only: set[str]) -> dict[str, Any]:
             say(f"ingest, fan-out {fan_out} ...")
             raw[f"ingest_{fan_out}"] = await ingest(plan, postgres, receiver, fan_out)
             say(f"ingest, fan-out {fan_out}: {raw[f'ingest_{fan_out}']}")
+        raw["tenants"] = []
+        for number in range(plan.rounds if "tenants" in only else 0):
+            # Alone first and last in turn, so drift over the rounds hits each case alike.
+            cases = plan.tenant_cases if number % 2 == 0 else plan.tenant_cases[::-1]
+            for case, tenants, each in cases:
+                say(f"round {number + 1}: tenants, {case} ({tenants:,} x {each:,}) ...")
+                run = await tenant_ingest(plan, postgres, receiver, case, tenants, each)
+                raw["tenants"].append({"round": number + 1, **run})
+                say(f"round {number + 1}: tenants, {case}: {run}")
         if "end_to_end" in only:
             say("end to end ...")
             raw["end_to_end"] = await end_to_end(plan, postgres, receiver)

@@ -73,3 +73,26 @@ SELECT count(*) FROM pgqueuer;
 
 -- name: pgqueuer_attempts_recorded --
 SELECT count(*) FROM webhook_attempts;
+
+-- name: bench_tenants --
+-- $1 tenants, ids ten_bench_0.., uids bench_0.. (a uid never starts with ten_).
+INSERT INTO tenants (id, name, uid)
+SELECT 'ten_bench_' || n, 'bench ' || n, 'bench_' || n
+FROM generate_series(0, $1 - 1) AS n;
+
+-- name: bench_tenant_subscriptions --
+-- $2 subscriptions in each of the tenants ten_bench_0..($1 - 1), owned by key $3, to the
+-- receiver at $4, all with secret $5. Each tenant's first listens to bench.event, its others
+-- to bench.event_1, bench.event_2, ..., so an event of type bench.event matches exactly one
+-- subscription of its tenant. The trigger on subscriptions fills subscription_patterns.
+INSERT INTO subscriptions (tenant_id, owner_key_id, url, event_types, secret)
+SELECT 'ten_bench_' || t, $3, $4 || '/t' || t || '/s' || k,
+       ARRAY[CASE WHEN k = 0 THEN 'bench.event' ELSE 'bench.event_' || k END], $5
+FROM generate_series(0, $1 - 1) AS t, generate_series(0, $2 - 1) AS k;
+
+-- name: bench_tenant_loaded --
+SELECT (SELECT count(*) FROM subscriptions) AS subscriptions,
+       (SELECT count(*) FROM subscription_patterns) AS patterns;
+
+-- name: bench_tenant_fan_out --
+SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM deliveries) AS deliveries;

@@ -2,22 +2,31 @@
 
     python -m bench.loadgen URL KEY SECONDS CONCURRENCY            # as fast as it goes
     python -m bench.loadgen URL KEY SECONDS RATE --rate OUT.json   # RATE events per second
+    python -m bench.loadgen URL KEY SECONDS CONCURRENCY --tenant TENANT  # to one tenant
 
 Prints {"events", "seconds", "p50_ms", "p99_ms", "errors"}; with --rate it also writes
-[[event id, unix time its 202 arrived], ...] to OUT.json for end-to-end latency.
+[[event id, unix time its 202 arrived], ...] to OUT.json for end-to-end latency. Events go
+to the tenant named by --tenant (an id or uid), else to the key's own or the default.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import ipaddress
 import json
-import sys
 import time
 
 from dispatcher.http import HttpClient
 
-BODY = json.dumps({"type": "bench.event", "data": {"pad": "x" * 1000}}).encode()
+
+def event_body(tenant: str | None = None) -> bytes:
+    """What every benchmark posts: an event of type bench.event with 1 KB of data, to
+    `tenant` if named."""
+    event: dict[str, object] = {"type": "bench.event", "data": {"pad": "x" * 1000}}
+    if tenant is not None:
+        event["tenant_id"] = tenant
+    return json.dumps(event).encode()
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -27,8 +36,8 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-async def run(url: str, key: str, seconds: float, amount: int, rate_out: str | None) -> dict[
-        str, float]:
+async def run(url: str, key: str, seconds: float, amount: int, rate_out: str | None,
+              body: bytes) -> dict[str, float]:
     # hookpost's own HTTP client costs about half the CPU of aiohttp's, and this process
     # shares the machine with the API it measures.
     client = HttpClient(allowed_networks=[ipaddress.ip_network("127.0.0.0/8")],
@@ -42,7 +51,7 @@ async def run(url: str, key: str, seconds: float, amount: int, rate_out: str | N
         async def post() -> None:
             nonlocal errors
             began = time.perf_counter()
-            answer = await client.post(url + "/v1/events", headers, BODY)
+            answer = await client.post(url + "/v1/events", headers, body)
             if answer.status != 202:
                 errors += 1
                 return
@@ -77,6 +86,15 @@ async def run(url: str, key: str, seconds: float, amount: int, rate_out: str | N
 
 
 if __name__ == "__main__":
-    url, key, seconds, amount = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
-    out = sys.argv[6] if len(sys.argv) > 6 and sys.argv[5] == "--rate" else None
-    print(json.dumps(asyncio.run(run(url, key, seconds, amount, out))), flush=True)
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("url")
+    parser.add_argument("key")
+    parser.add_argument("seconds", type=float)
+    parser.add_argument("amount", type=int, help="concurrency, or events/s with --rate")
+    parser.add_argument("--rate", metavar="OUT.json", help="post at a rate; write arrivals")
+    parser.add_argument("--tenant", help="the tenant to post to, by id or uid")
+    arguments = parser.parse_args()
+    print(json.dumps(asyncio.run(run(
+        arguments.url, arguments.key, arguments.seconds, arguments.amount, arguments.rate,
+        event_body(arguments.tenant)))), flush=True)
