@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -256,6 +257,13 @@ async def post_event(
     assert response.status == 202, await response.text()
     accepted: dict[str, Any] = await response.json()
     return accepted
+
+
+async def start_from_schema(connection: asyncpg.Connection, fixture: str) -> None:
+    """Empty the database and apply an older schema.sql, kept in tests/fixtures."""
+    await connection.execute(
+        "DROP SCHEMA public CASCADE; CREATE SCHEMA public; GRANT ALL ON SCHEMA public TO public")
+    await connection.execute((Path(__file__).parent.parent / "fixtures" / fixture).read_text())
 
 
 async def get_json(api: TestClient[Any, Any], key: str, path: str) -> dict[str, Any]:

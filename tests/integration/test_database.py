@@ -4,7 +4,6 @@ dispatcher's hot statements planned once) and bringing an older schema over."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +17,14 @@ from hookpost.database import DATABASE_DOWN, create_pool, migrate
 from hookpost.settings import Settings
 from hookpost.store import QUERIES, Store
 from hookpost.store import _connection as store_connection
-from tests.integration.conftest import Keys, Receiver, make_dispatcher, post_event, subscribe
+from tests.integration.conftest import (
+    Keys,
+    Receiver,
+    make_dispatcher,
+    post_event,
+    start_from_schema,
+    subscribe,
+)
 
 
 async def test_sessions_stay_in_utc_after_going_back_to_the_pool(database_url: str) -> None:
@@ -194,14 +200,10 @@ async def test_a_database_made_before_fair_dispatch_is_brought_over_and_delivers
     database_url: str, store: Store, api: TestClient[Any, Any], receiver: Receiver,
     settings: Settings,
 ) -> None:
-    older = Path(__file__).parent.parent / "fixtures" / "schema-before-fair-dispatch.sql"
     connection = await asyncpg.connect(database_url)
     try:
         # Start from the older schema alone, with a day partition of attempts made by it.
-        await connection.execute(
-            "DROP SCHEMA public CASCADE; CREATE SCHEMA public; GRANT ALL ON SCHEMA public "
-            "TO public")
-        await connection.execute(older.read_text())
+        await start_from_schema(connection, "schema-before-fair-dispatch.sql")
         await connection.execute("SELECT ensure_attempts_partition(current_date)")
     finally:
         await connection.close()

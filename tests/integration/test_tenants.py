@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -22,6 +21,7 @@ from tests.integration.conftest import (
     get_json,
     make_dispatcher,
     post_event,
+    start_from_schema,
     subscribe,
 )
 
@@ -343,14 +343,10 @@ async def test_a_database_made_before_tenants_is_brought_over_with_nothing_lost(
     database_url: str, store: Store, api: TestClient[Any, Any], receiver: Receiver,
     settings: Settings,
 ) -> None:
-    older = Path(__file__).parent.parent / "fixtures" / "schema-before-tenants.sql"
     subscriber, producer = "hp_sub_old", "hp_pro_old"
     connection = await asyncpg.connect(database_url)
     try:
-        await connection.execute(
-            "DROP SCHEMA public CASCADE; CREATE SCHEMA public; GRANT ALL ON SCHEMA public "
-            "TO public")
-        await connection.execute(older.read_text())
+        await start_from_schema(connection, "schema-before-tenants.sql")
         # What that schema held: keys, a subscription and a delivery still to be sent.
         for id, role, key in (("key_s", "subscriber", subscriber), ("key_p", "producer", producer)):
             await connection.execute(
