@@ -11,7 +11,7 @@ from aiohttp import web
 
 from api.errors import ApiError
 from api.headers import read_header
-from hookpost.store import DEFAULT_TENANT, EVERYTHING, ApiKey, Scope, Store
+from hookpost.store import DEFAULT_TENANT, EVERYTHING, ApiKey, Scope, Store, TenantGone
 
 
 class Role(StrEnum):
@@ -39,6 +39,23 @@ def may_be_bound(role: Role) -> bool:
     """Whether a key of `role` may be bound to one tenant. Not an admin key: it makes keys
     and tenants, so bound to one tenant it could still make itself a key for any other."""
     return role != Role.ADMIN
+
+
+class AdminKeyBound(ValueError):
+    """An admin key was to be bound to a tenant (see may_be_bound)."""
+
+
+async def tenant_to_bind(store: Store, role: Role, named: str | None) -> str | None:
+    """The id of the tenant (`named` by id or uid) a new key of `role` is bound to, if any;
+    AdminKeyBound or TenantGone if it cannot be."""
+    if named is None:
+        return None
+    if not may_be_bound(role):
+        raise AdminKeyBound(ADMIN_KEY_UNBOUND)
+    tenant = await store.resolve_tenant(named)
+    if tenant is None:
+        raise TenantGone(named)
+    return tenant.id
 
 
 async def create_key(store: Store, role: Role, name: str, tenant_id: str | None = None

@@ -13,15 +13,15 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from api import json_input, models
 from api.auth import (
-    ADMIN_KEY_UNBOUND,
     KEY_CACHE,
     KEY_CACHE_SECONDS,
     LAST_ADMIN_KEY,
+    AdminKeyBound,
     Role,
     authorize,
     create_key,
-    may_be_bound,
     scope,
+    tenant_to_bind,
 )
 from api.errors import ApiError, invalid, not_found, validation_details
 from api.headers import read_header
@@ -487,23 +487,16 @@ def _api_key(record: records.ApiKey) -> models.ApiKey:
     return models.ApiKey.model_validate(record.model_dump())
 
 
-async def _tenant_to_bind(store: records.Store, body: models.KeyCreate) -> str | None:
-    """The id of the tenant a new key is bound to, if the body names one it may be."""
-    if body.tenant_id is None:
-        return None
-    if not may_be_bound(Role(body.role)):
-        raise invalid(ADMIN_KEY_UNBOUND, ["body", "tenant_id"])
-    tenant = await store.resolve_tenant(body.tenant_id)
-    if tenant is None:
-        raise not_found("tenant")
-    return tenant.id
-
-
 async def create_api_key(request: web.Request) -> web.Response:
     store = request.app[STORE]
     await authorize(request, store, Role.ADMIN)
     body = await _body(request, models.KeyCreate)
-    tenant_id = await _tenant_to_bind(store, body)
+    try:
+        tenant_id = await tenant_to_bind(store, Role(body.role), body.tenant_id)
+    except AdminKeyBound as refused:
+        raise invalid(str(refused), ["body", "tenant_id"]) from None
+    except records.TenantGone:
+        raise not_found("tenant") from None
     key, record = await create_key(store, Role(body.role), body.name, tenant_id)
     created = models.ApiKeyCreated.model_validate({**record.model_dump(), "key": key})
     return model_response(created, 201)

@@ -19,12 +19,12 @@ from pydantic import ValidationError
 
 from api.app import create_app
 from api.auth import (
-    ADMIN_KEY_UNBOUND,
     KEY_CACHE_SECONDS,
     LAST_ADMIN_KEY,
+    AdminKeyBound,
     Role,
     create_key,
-    may_be_bound,
+    tenant_to_bind,
 )
 from api.probes import create_probe_app
 from dispatcher.maintenance import Maintenance
@@ -39,7 +39,7 @@ from hookpost.database import (
     start_embedded,
 )
 from hookpost.settings import Settings, describe_settings
-from hookpost.store import ApiKey, Store
+from hookpost.store import ApiKey, Store, TenantGone
 
 log = logging.getLogger("hookpost")
 _API_SHUTDOWN_SECONDS = 3.0
@@ -188,14 +188,12 @@ async def _migrate(database: Database) -> None:
 
 async def _create_key(database: Database, role: Role, name: str, tenant: str | None) -> None:
     async with _store(database) as store:
-        tenant_id = None
-        if tenant is not None:
-            if not may_be_bound(role):
-                raise CommandRefused(ADMIN_KEY_UNBOUND)
-            found = await store.resolve_tenant(tenant)
-            if found is None:
-                raise CommandRefused(f"no tenant has the id or uid {tenant!r}")
-            tenant_id = found.id
+        try:
+            tenant_id = await tenant_to_bind(store, role, tenant)
+        except AdminKeyBound as refused:
+            raise CommandRefused(str(refused)) from None
+        except TenantGone:
+            raise CommandRefused(f"no tenant has the id or uid {tenant!r}") from None
         key, _ = await create_key(store, role, name, tenant_id)
         print(key, flush=True)
 

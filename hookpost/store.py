@@ -58,7 +58,8 @@ UniqueViolation = asyncpg.UniqueViolationError  # a uid (or other unique value) 
 
 
 class TenantGone(LookupError):
-    """The tenant a row was to be written to has been deleted."""
+    """The tenant a row was to be written to, or a key bound to, is not there: it has been
+    deleted, or never was."""
 
 
 class Subscription(BaseModel):
