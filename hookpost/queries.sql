@@ -596,11 +596,11 @@ SELECT (SELECT count(*) FROM failed) AS matched,
         WHERE EXISTS (SELECT 1 FROM queued)) AS notified;
 
 -- name: insert_test_delivery --
--- A delivery of test event $1 to subscription $2 only, due at once.
+-- A delivery of test event $1 to subscription $2 (of tenant $4) only, due at once.
 WITH created AS (
     INSERT INTO deliveries
         (tenant_id, event_id, subscription_id, origin, next_attempt_at, created_at, updated_at)
-    SELECT s.tenant_id, $1, s.id, 'test', $3, $3, $3 FROM subscriptions s WHERE s.id = $2
+    VALUES ($4, $1, $2, 'test', $3, $3, $3)
     RETURNING id
 )
 SELECT id, pg_notify('hookpost_deliveries', '') FROM created;

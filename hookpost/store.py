@@ -418,14 +418,13 @@ class Store:
         now: datetime,
     ) -> str:
         """Store a `webhook.test` event and its one delivery; the delivery's id."""
-        subscription_id = subscription.id
         async with _connection(self.pool) as connection, connection.transaction():
             await connection.execute(
                 QUERIES["insert_event"], id, TEST_EVENT_TYPE, payload, caller_key_id, None, now,
                 subscription.tenant_id,
             )
             row = _one(await connection.fetchrow(
-                QUERIES["insert_test_delivery"], id, subscription_id, now
+                QUERIES["insert_test_delivery"], id, subscription.id, now, subscription.tenant_id
             ))
             delivery_id: str = row["id"]
             return delivery_id
