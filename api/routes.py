@@ -240,7 +240,7 @@ async def send_test_event(request: web.Request) -> web.Response:
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
     subscription = await _own_subscription(request, caller)
     now = request.app[CLOCK]()
-    event_id = new_id("evt")
+    event_id = new_id("evt", now)
     data = {"subscription_id": subscription.id,
             "message": "a test event sent on request; it needs no action"}
     payload = event_payload(event_id, records.TEST_EVENT_TYPE, now, data)
@@ -277,7 +277,7 @@ async def create_event(request: web.Request) -> web.Response:
     tenant_id = await tenant_to_write(request, store, caller, body.tenant_id)
     key = _idempotency_key(request, body)
     now = request.app[CLOCK]()
-    event_id = new_id("evt")
+    event_id = new_id("evt", now)
     payload = event_payload(event_id, body.type, now, body.data)
     limit = request.app[SETTINGS].max_payload_bytes
     if len(payload) > limit:

@@ -173,9 +173,10 @@ WHERE producer_key_id = $1 AND idempotency_key = $2;
 -- name: ingest_events --
 -- Stores a batch of events and, in the same statement, one delivery per subscription of the
 -- event's tenant whose event types match the event's type ('*', 'prefix.*' or exact),
--- found by looking up the patterns that can match it (cost follows the matches, not the
--- number of subscriptions), then wakes the dispatchers. Paused subscriptions queue their
--- deliveries; they go out when resumed.
+-- then wakes the dispatchers. The subscriptions are found once for each tenant and type
+-- in the batch, by looking up the patterns that can match the type: the cost follows the
+-- matches, not the number of subscriptions, nor the number of events of one kind. Paused
+-- subscriptions queue their deliveries; they go out when resumed.
 -- Returns the events created, with their delivery counts; an event whose producer already
 -- used its idempotency key is not created and not returned.
 WITH incoming AS (
@@ -190,19 +191,21 @@ WITH incoming AS (
     FROM incoming
     ON CONFLICT (producer_key_id, idempotency_key) DO NOTHING
     RETURNING id, tenant_id, type, created_at
+), kinds AS (
+    SELECT DISTINCT tenant_id, type FROM event
 ), matched AS (
-    SELECT DISTINCT event.id AS event_id, event.tenant_id, event.created_at,
-           p.subscription_id
-    FROM event
-    CROSS JOIN LATERAL unnest(event_type_patterns(event.type)) AS candidate(pattern)
+    SELECT DISTINCT kinds.tenant_id, kinds.type, p.subscription_id
+    FROM kinds
+    CROSS JOIN LATERAL type_patterns(kinds.type) AS candidate(pattern)
     JOIN subscription_patterns p
-      ON p.tenant_id = event.tenant_id AND p.pattern = candidate.pattern
+      ON p.tenant_id = kinds.tenant_id AND p.pattern = candidate.pattern
 ), created AS (
     INSERT INTO deliveries
         (tenant_id, event_id, subscription_id, next_attempt_at, created_at, updated_at)
-    SELECT m.tenant_id, m.event_id, m.subscription_id, m.created_at, m.created_at,
-           m.created_at
-    FROM matched m
+    SELECT event.tenant_id, event.id, m.subscription_id, event.created_at, event.created_at,
+           event.created_at
+    FROM event
+    JOIN matched m ON m.tenant_id = event.tenant_id AND m.type = event.type
     JOIN subscriptions s ON s.id = m.subscription_id AND s.status IN ('active', 'paused')
     RETURNING event_id
 ), counts AS (
@@ -627,16 +630,17 @@ DELETE FROM attempts_default
 WHERE ctid IN (SELECT ctid FROM attempts_default WHERE started_at < $1 LIMIT $2);
 
 -- name: delete_old_events --
--- Up to $2 events older than $1 whose deliveries are all finished, with their deliveries
--- (and any attempts left of them).
+-- Up to $2 events made before the one whose id would be $1 (an id begins with the time
+-- it was made, so the primary key finds them oldest first), whose deliveries are all
+-- finished, with their deliveries (and any attempts left of them).
 WITH old AS (
     SELECT e.id FROM events e
-    WHERE e.created_at < $1
+    WHERE e.id < $1
       AND NOT EXISTS (
           SELECT 1 FROM deliveries d
           WHERE d.event_id = e.id
             AND (d.status = 'pending' OR d.manual_due_at IS NOT NULL))
-    ORDER BY e.created_at
+    ORDER BY e.id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), deleted AS (

@@ -14,6 +14,7 @@ from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel
 
 from hookpost.database import ACQUIRE_TIMEOUT, DATABASE_DOWN
+from hookpost.ids import first_id_at
 from hookpost.queries import QUERIES as QUERIES
 from hookpost.queries import load_queries as load_queries
 
@@ -526,7 +527,8 @@ class Store:
         return int(status.split()[-1])
 
     async def delete_old_events(self, cutoff: datetime, batch: int) -> int:
-        deleted: int = await _fetchval(self.pool, QUERIES["delete_old_events"], cutoff, batch)
+        deleted: int = await _fetchval(self.pool, QUERIES["delete_old_events"],
+                                       first_id_at("evt", cutoff), batch)
         return deleted
 
     async def disable_failing_subscriptions(

@@ -13,8 +13,9 @@ from aiohttp.test_utils import TestClient
 
 from api.auth import Role, create_key, hash_key
 from hookpost.database import create_pool, migrate
+from hookpost.ids import new_id
 from hookpost.settings import Settings
-from hookpost.store import DEFAULT_TENANT, Store, TenantGone
+from hookpost.store import DEFAULT_TENANT, NewEvent, Store, TenantGone
 from tests.integration.conftest import (
     Keys,
     Receiver,
@@ -185,6 +186,39 @@ async def test_an_event_matches_by_pattern_through_the_index(
     expected = {"all", "a", "ab", "exact", "twice", "paused"}
     assert delivered_to == {made[name]["id"] for name in expected}
     assert accepted["deliveries"] == len(expected)  # one each, however many patterns match
+
+
+async def test_a_batch_of_many_tenants_and_types_fans_each_event_out_to_its_own_matches(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store,
+    pool: asyncpg.Pool,
+) -> None:
+    globex = await create_tenant(api, keys.admin, "Globex")
+    made = {
+        "default a.*": await subscribe(api, keys.admin, receiver.url(), ["a.*"]),
+        "default a.b": await subscribe(api, keys.admin, receiver.url(), ["a.b", "x"]),
+        "globex *": await subscribe(api, keys.admin, receiver.url(), ["*"],
+                                    tenant_id=globex["id"]),
+        "globex a.b": await subscribe(api, keys.admin, receiver.url(), ["a.b"],
+                                      tenant_id=globex["id"]),
+    }
+    producer = await pool.fetchval("SELECT id FROM api_keys WHERE role = 'producer'")
+    now = datetime.now(UTC)
+    batch = [NewEvent(new_id("evt", now), type, b"{}", producer, None, now, tenant)
+             for tenant, type in [(DEFAULT_TENANT, "a.b"), (globex["id"], "a.b"),
+                                  (DEFAULT_TENANT, "a.c"), (DEFAULT_TENANT, "a.b"),
+                                  (globex["id"], "z"), (DEFAULT_TENANT, "z")]]
+    counts = await store.ingest_events(batch)  # one statement, as a busy API stores them
+
+    def reached(event: NewEvent) -> set[str]:
+        return {name for name, subscription in made.items()
+                if (event.id, subscription["id"]) in delivered}
+
+    delivered = {(row["event_id"], row["subscription_id"]) for row in await pool.fetch(
+        "SELECT event_id, subscription_id FROM deliveries")}
+    assert [reached(event) for event in batch] == [
+        {"default a.*", "default a.b"}, {"globex *", "globex a.b"}, {"default a.*"},
+        {"default a.*", "default a.b"}, {"globex *"}, set()]
+    assert [counts[event.id] for event in batch] == [2, 2, 1, 2, 1, 0]
 
 
 async def test_changing_or_deleting_a_subscription_changes_what_it_receives(

@@ -13,7 +13,7 @@ import pytest
 
 from api.routes import event_payload
 from hookpost import ids
-from hookpost.ids import new_id
+from hookpost.ids import first_id_at, new_id
 
 
 @pytest.mark.parametrize("prefix", ["evt", "sub", "dlv", "att"])
@@ -41,6 +41,20 @@ def test_later_ids_sort_after_earlier_ones(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(ids, "time", SimpleNamespace(time_ns=lambda: next(clock)))
     made = [new_id("evt") for _ in range(200)]
     assert sorted(made) == made
+
+
+def test_an_id_made_at_a_moment_begins_with_its_milliseconds() -> None:
+    at = datetime(2026, 1, 1, 12, 0, 0, 123_000, tzinfo=UTC)
+    assert int(new_id("evt", at)[4:16], 16) == 1_767_268_800_123
+
+
+def test_the_first_id_at_a_moment_splits_the_ids_made_before_from_those_since() -> None:
+    at = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    bound = first_id_at("evt", at)
+    before = [new_id("evt", at - timedelta(milliseconds=ms)) for ms in (1, 1000, 10**9)]
+    since = [new_id("evt", at + timedelta(milliseconds=ms)) for ms in (0, 1, 10**9)]
+    assert all(made < bound for made in before)
+    assert all(made > bound for made in since)
 
 
 NOON = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
