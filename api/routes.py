@@ -263,11 +263,14 @@ async def redeliver_failed(request: web.Request) -> web.Response:
 # Events
 
 
+_ENVELOPE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def event_payload(id: str, type: str, timestamp: datetime, data: dict[str, Any]) -> bytes:
     """The exact bytes that are signed and sent for an event, serialized once."""
     envelope = {"id": id, "type": type, "timestamp": timestamp.isoformat().replace("+00:00", "Z"),
                 "data": data}
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENVELOPE.encode(envelope).encode()
 
 
 async def create_event(request: web.Request) -> web.Response:
@@ -286,7 +289,7 @@ async def create_event(request: web.Request) -> web.Response:
         records.NewEvent(event_id, body.type, payload, caller.id, key, now, tenant_id)
     )
     if deliveries is not None:
-        metrics.EVENTS.labels(body.type).inc()
+        metrics.events_counter(body.type).inc()
         accepted = models.EventAccepted(id=event_id, tenant_id=tenant_id, type=body.type,
                                         created_at=now, deliveries=deliveries)
         return model_response(accepted, 202)

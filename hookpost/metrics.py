@@ -66,6 +66,12 @@ def attempts_counter(outcome: str, response: str) -> Counter:
     return ATTEMPTS.labels(outcome, response)
 
 
+@functools.lru_cache(maxsize=4096)
+def events_counter(type: str) -> Counter:
+    """The EVENTS child for one event type (looked up once, not per event)."""
+    return EVENTS.labels(type)
+
+
 def response_class(status: int | None, error_kind: str | None) -> str:
     """`2xx`..`5xx` for a response, else the error kind (`timeout`, `connect`, ...)."""
     if status is not None:
