@@ -87,7 +87,10 @@ CREATE TABLE IF NOT EXISTS events (
     type             text NOT NULL,
     -- The exact bytes that are signed and sent, serialized once at ingest.
     payload          bytea NOT NULL,
-    producer_key_id  text NOT NULL REFERENCES api_keys (id),
+    -- The key that posted it. No foreign key: the API has just authenticated that key,
+    -- keys are never removed (only revoked), and the check cost every event a lookup
+    -- and a lock on its producer's row, every event of one producer locking the same row.
+    producer_key_id  text NOT NULL,
     idempotency_key  text,
     created_at       timestamptz NOT NULL,
     UNIQUE (producer_key_id, idempotency_key)
@@ -393,12 +396,14 @@ BEGIN
         ALTER TABLE subscriptions ADD CONSTRAINT subscriptions_tenant_fkey
             FOREIGN KEY (tenant_id) REFERENCES tenants (id);
     END IF;
-    -- Events have no foreign key to their tenant: the API has resolved the tenant before it
-    -- writes, tenants are never removed, and the check cost every event a lookup and a
-    -- lock on its tenant's row (all of one tenant's events locking the same row). A
-    -- database migrated while events had one loses it here.
+    -- Events have no foreign key to their tenant, as to their producer (see events): the
+    -- API has resolved the tenant before it writes, and tenants are never removed. A
+    -- database made with either key loses it here.
     IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'events_tenant_fkey') THEN
         ALTER TABLE events DROP CONSTRAINT events_tenant_fkey;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'events_producer_key_id_fkey') THEN
+        ALTER TABLE events DROP CONSTRAINT events_producer_key_id_fkey;
     END IF;
 END
 $$;
