@@ -405,6 +405,15 @@ async def test_a_database_made_before_tenants_is_brought_over_with_nothing_lost(
         for table in ("subscriptions", "events", "deliveries"):
             assert await pool.fetchval(f"SELECT array_agg(DISTINCT tenant_id) FROM {table}") == [
                 DEFAULT_TENANT]
+        # The indexes of ingest's new shape replace the old ones; events lose their keys.
+        indexes = {row["indexname"] for row in await pool.fetch(
+            "SELECT indexname FROM pg_indexes WHERE tablename IN ('events', 'deliveries')")}
+        assert {"deliveries_by_time", "deliveries_by_subscription_and_time",
+                "deliveries_by_tenant_and_time"} <= indexes
+        assert not indexes & {"deliveries_listing", "deliveries_by_subscription",
+                              "events_by_time"}
+        assert await pool.fetchval("SELECT count(*) FROM pg_constraint"
+                                   " WHERE conrelid = 'events'::regclass AND contype = 'f'") == 0
     finally:
         await pool.close()
 
