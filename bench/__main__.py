@@ -149,6 +149,16 @@ class Postgres:
         write the whole page to the WAL; where it falls depends on how much WAL the runs
         before wrote, so it would load one round and not another. Every scenario starts
         with one instead (see also make_room_for_wal)."""
+        url = await self.empty(name)
+        pool = await create_pool(url, min_size=1, max_size=2)
+        try:
+            await migrate(pool)
+        finally:
+            await pool.close()
+        return url
+
+    async def empty(self, name: str) -> str:
+        """A new database with no schema yet, just after a checkpoint; its URL."""
         connection = await asyncpg.connect(self.url)
         try:
             await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -156,13 +166,7 @@ class Postgres:
             await connection.execute("CHECKPOINT")
         finally:
             await connection.close()
-        url = with_database(self.url, name)
-        pool = await create_pool(url, min_size=1, max_size=2)
-        try:
-            await migrate(pool)
-        finally:
-            await pool.close()
-        return url
+        return with_database(self.url, name)
 
     def close(self) -> None:
         if self.server is not None:

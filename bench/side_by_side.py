@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 
 from bench.__main__ import (
     HERE,
@@ -32,7 +31,6 @@ from bench.__main__ import (
     hookpost_env,
     say,
     stop,
-    with_database,
 )
 from bench.loadgen import event_body
 
@@ -58,16 +56,8 @@ class Side:
 
     async def start(self, postgres: Postgres, receiver: Receiver) -> None:
         """A fresh database with one subscription to every event, and an API on it."""
-        name = f"hookpost_side_{self.name}"
-        connection = await asyncpg.connect(postgres.url)
-        try:
-            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await connection.execute(f'CREATE DATABASE "{name}"')
-            await connection.execute("CHECKPOINT")
-        finally:
-            await connection.close()
-        url = with_database(postgres.url, name)
-        self.cli(url, "migrate")
+        url = await postgres.empty(f"hookpost_side_{self.name}")
+        self.cli(url, "migrate")  # by the checkout's own schema
         admin = self.cli(url, "keys", "create", "--role", "admin", "--name", "bench")
         self.key = self.cli(url, "keys", "create", "--role", "producer", "--name", "bench")
         self.port = free_port()
