@@ -155,7 +155,8 @@ async def deliveries_page(request: web.Request) -> web.Response:
         problems = [f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
                     for item in error.errors(include_url=False, include_input=False)]
         return await _render(request, "deliveries.html", session, 422, rows=[], filters=sent,
-                             statuses=DELIVERY_STATUSES, problems=problems, next_page=None)
+                             statuses=DELIVERY_STATUSES, problems=problems, next_page=None,
+                             paged=False)
     filters = records.DeliveryFilters(
         subscription_id=query.subscription_id, event_id=query.event_id, status=query.status,
         event_type=query.event_type, since=query.since, until=query.until,
