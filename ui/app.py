@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -32,6 +32,7 @@ def when(moment: datetime | None) -> str:
     """A time as the pages show it: UTC, to the millisecond."""
     if moment is None:
         return ""
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d} UTC"
 
 
@@ -70,7 +71,8 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
 
 def create_ui_app() -> web.Application:
     """The dashboard; it reads the store, settings and clock of the app it is mounted in."""
-    app = web.Application(middlewares=[error_pages])
+    # /ui, the address one types, leads to /ui/ as any other page without its slash would.
+    app = web.Application(middlewares=[error_pages, web.normalize_path_middleware()])
     aiohttp_jinja2.setup(
         app, loader=jinja2.PackageLoader("ui", "templates"), autoescape=True,
         undefined=jinja2.StrictUndefined,

@@ -191,6 +191,9 @@ async def test_every_dashboard_answer_carries_a_csp_without_unsafe_inline(
     assert "text/html" in answers[2].headers["Content-Type"]  # a page, not the API's JSON
     root = await api.get("/", allow_redirects=False)
     assert root.status == 302 and root.headers["Location"] == "/ui/"
+    typed = await api.get("/ui", allow_redirects=False)
+    assert typed.status == 308 and typed.headers["Location"] == "/ui/"
+    assert "Content-Security-Policy" in typed.headers
 
 
 async def test_another_tenants_delivery_answers_404_and_is_not_listed(
