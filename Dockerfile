@@ -5,6 +5,7 @@ COPY pyproject.toml README.md schema.sql ./
 COPY api ./api
 COPY dispatcher ./dispatcher
 COPY hookpost ./hookpost
+COPY ui ./ui
 # Editable install keeps schema.sql beside the packages, where `hookpost migrate` reads it.
 RUN pip install --no-cache-dir -e . \
     && useradd --system --uid 10001 hookpost

@@ -484,3 +484,16 @@ CREATE TABLE IF NOT EXISTS schema_version (
     digest     text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Dashboard sessions: signing in at /ui/login with an API key makes one. Only the hash of
+-- the cookie's token is kept, as for keys; a session works while its key is valid and
+-- until it expires (sessions of revoked keys stop working at once, as the lookup checks
+-- the key). The CSRF token goes into every form the session's pages hold.
+CREATE TABLE IF NOT EXISTS ui_sessions (
+    token_hash bytea PRIMARY KEY,
+    api_key_id text NOT NULL REFERENCES api_keys (id),
+    csrf_token text NOT NULL,
+    created_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ui_sessions_expiry ON ui_sessions (expires_at);

@@ -111,6 +111,12 @@ async def authorize(request: web.Request, store: Store, *roles: Role) -> ApiKey:
     api_key = await request.app[KEY_CACHE].lookup(store, hash_key(key.strip()))
     if api_key is None:
         raise ApiError(401, "unauthorized", "the API key is not valid")
+    return check_role(api_key, *roles)
+
+
+def check_role(api_key: ApiKey, *roles: Role) -> ApiKey:
+    """`api_key` if it has one of `roles`, else 403: the one role check, for the API's
+    callers and the dashboard's sessions alike."""
     if api_key.role not in roles:
         allowed = ", ".join(role.value for role in roles)
         raise ApiError(403, "forbidden", f"this needs a key with role {allowed}")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -23,6 +21,7 @@ from api.auth import (
     scope,
     tenant_to_bind,
 )
+from api.cursors import decode_cursor, page_of
 from api.errors import ApiError, invalid, not_found, validation_details
 from api.headers import read_header
 from api.openapi import Header, Operation, build_document
@@ -90,25 +89,6 @@ def _path_id(request: web.Request, what: str) -> str:
     return id
 
 
-def encode_cursor(created_at: datetime, id: str) -> str:
-    raw = json.dumps([created_at.isoformat(), id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
-    if cursor is None:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, id = json_input.loads(raw)
-        if not isinstance(id, str) or "\x00" in id:
-            raise ValueError("no id is such a value")
-        id.encode()  # a lone surrogate, which Postgres cannot take, raises UnicodeEncodeError
-        return datetime.fromisoformat(created_at).astimezone(UTC), id
-    except (binascii.Error, ValueError, TypeError, OverflowError):
-        raise invalid("cursor is not one this API gave out", ["query", "cursor"]) from None
-
-
 async def _check_url(request: web.Request, url: str) -> None:
     settings = request.app[SETTINGS]
     try:
@@ -142,23 +122,12 @@ async def create_subscription(request: web.Request) -> web.Response:
     return model_response(models.SubscriptionCreated.model_validate(record.model_dump()), 201)
 
 
-Row = TypeVar("Row", records.Subscription, records.Delivery, records.Tenant, records.ApiKey)
-
-
-def _page(rows: list[Row], limit: int) -> tuple[list[Row], str | None]:
-    """The first `limit` of `limit + 1` rows, and the cursor of the next page if any."""
-    if len(rows) <= limit:
-        return rows, None
-    rows = rows[:limit]
-    return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
-
-
 async def list_subscriptions(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
     query = _query(request, models.PageQuery)
     after = decode_cursor(query.cursor)
-    rows, next_cursor = _page(
+    rows, next_cursor = page_of(
         await store.list_subscriptions(scope(caller), query.limit + 1, after), query.limit
     )
     page = models.SubscriptionPage(data=[_subscription(row) for row in rows],
@@ -358,7 +327,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
         subscription_id=query.subscription_id, event_id=query.event_id, status=query.status,
         event_type=query.event_type, since=query.since, until=query.until,
     )
-    rows, next_cursor = _page(
+    rows, next_cursor = page_of(
         await store.list_deliveries(scope(caller), filters, query.limit + 1,
                                     decode_cursor(query.cursor)),
         query.limit,
@@ -429,7 +398,7 @@ async def list_tenants(request: web.Request) -> web.Response:
     store = request.app[STORE]
     await authorize(request, store, Role.ADMIN)
     query = _query(request, models.PageQuery)
-    rows, next_cursor = _page(
+    rows, next_cursor = page_of(
         await store.list_tenants(query.limit + 1, decode_cursor(query.cursor)), query.limit
     )
     return model_response(models.TenantPage(data=[_tenant(row) for row in rows],
@@ -509,7 +478,7 @@ async def list_api_keys(request: web.Request) -> web.Response:
     store = request.app[STORE]
     await authorize(request, store, Role.ADMIN)
     query = _query(request, models.PageQuery)
-    rows, next_cursor = _page(
+    rows, next_cursor = page_of(
         await store.list_api_keys(query.limit + 1, decode_cursor(query.cursor)), query.limit
     )
     return model_response(models.ApiKeyPage(data=[_api_key(row) for row in rows],

@@ -146,6 +146,7 @@ async def _run(settings: Settings, database: Database, *, api: bool, dispatcher:
             if dispatcher:
                 await _print_admin_key_once(store)
             print(f"hookpost listening on {address}", flush=True)
+            print(f"hookpost dashboard on {address}/ui/", flush=True)
         else:
             print(f"hookpost dispatcher metrics on {address}/metrics", flush=True)
         worker: asyncio.Task[None] | None = None

@@ -39,6 +39,27 @@ WITH valid AS (
 )
 SELECT last_admin FROM verdict;
 
+-- name: insert_ui_session --
+-- A dashboard session for key $2 until $5; expired sessions go at the same time, so the
+-- table holds no more than the sessions that still work (and those of revoked keys, until
+-- they expire).
+WITH expired AS (
+    DELETE FROM ui_sessions WHERE expires_at <= $4
+)
+INSERT INTO ui_sessions (token_hash, api_key_id, csrf_token, created_at, expires_at)
+VALUES ($1, $2, $3, $4, $5);
+
+-- name: ui_session_by_hash --
+-- The session's key and CSRF token, while the session has not expired and its key is
+-- valid: revoking a key ends its sessions at once.
+SELECT k.id, k.name, k.role, k.tenant_id, k.created_at, s.csrf_token
+FROM ui_sessions s
+JOIN api_keys k ON k.id = s.api_key_id
+WHERE s.token_hash = $1 AND s.expires_at > $2 AND k.revoked_at IS NULL;
+
+-- name: delete_ui_session --
+DELETE FROM ui_sessions WHERE token_hash = $1;
+
 -- name: insert_tenant --
 INSERT INTO tenants (name, uid, created_at, updated_at) VALUES ($1, $2, $3, $3)
 RETURNING id, name, uid, created_at, updated_at;

@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop", description="The event loop: uvloop (faster) or the standard asyncio one."
     )
+    ui_session_lifetime: timedelta = Field(
+        default=timedelta(hours=8),
+        description="How long a dashboard sign-in (/ui/login) lasts before it asks again.",
+    )
     listen_notify: bool = Field(
         default=True, description="Wake dispatchers with LISTEN/NOTIFY (polling always runs)."
     )
@@ -154,7 +158,7 @@ class Settings(BaseSettings):
     @field_validator(
         "request_timeout", "connect_timeout", "lease", "poll_interval", "shutdown_grace",
         "retention", "disable_after", "maintenance_interval", "gauges_interval",
-        mode="before",
+        "ui_session_lifetime", mode="before",
     )
     @classmethod
     def _durations(cls, value: Any) -> Any:

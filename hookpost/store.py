@@ -33,6 +33,13 @@ class ApiKey(BaseModel):
     revoked_at: datetime | None = None
 
 
+class UiSession(NamedTuple):
+    """A dashboard session that still works: its key, and the CSRF token of its forms."""
+
+    api_key: ApiKey
+    csrf_token: str
+
+
 class Tenant(BaseModel):
     id: str
     name: str
@@ -284,6 +291,26 @@ class Store:
         if row is None:
             return "not_found"
         return "last_admin" if row["last_admin"] else "revoked"
+
+    # Dashboard sessions
+
+    async def insert_ui_session(self, token_hash: bytes, api_key_id: str, csrf_token: str,
+                                now: datetime, expires_at: datetime) -> None:
+        """Start a session (and forget those expired by `now`)."""
+        await _execute(self.pool, QUERIES["insert_ui_session"], token_hash, api_key_id,
+                       csrf_token, now, expires_at)
+
+    async def ui_session_by_hash(self, token_hash: bytes, now: datetime) -> UiSession | None:
+        """The session, if it has not expired by `now` and its key is still valid."""
+        row = await _fetchrow(self.pool, QUERIES["ui_session_by_hash"], token_hash, now)
+        if row is None:
+            return None
+        fields = dict(row)
+        csrf_token: str = fields.pop("csrf_token")
+        return UiSession(ApiKey.model_validate(fields), csrf_token)
+
+    async def delete_ui_session(self, token_hash: bytes) -> None:
+        await _execute(self.pool, QUERIES["delete_ui_session"], token_hash)
 
     # Tenants
 

@@ -26,6 +26,17 @@ for _name in list(os.environ):
         del os.environ[_name]
 
 
+_BROWSER_TESTS = Path(__file__).with_name("browser")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last: from the first of them to the session's end, Playwright's
+    sync API keeps an event loop running in the main thread, where no async test can run
+    its own."""
+    items.sort(key=lambda item: item.path.is_relative_to(_BROWSER_TESTS))
+
+
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:

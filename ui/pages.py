@@ -1,0 +1,213 @@
+"""The dashboard's pages and form actions, and their route table. Every page finds its
+caller through the session, checks the caller's role against the roles of the API route
+that does the same thing, and reads through the same scoped store methods as the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from pydantic import ValidationError
+
+from api import models
+from api.auth import AUTHORIZATION_LIMIT, Role, check_role, hash_key, scope
+from api.cursors import decode_cursor, page_of
+from api.errors import not_found
+from api.routes import OPERATIONS
+from api.state import CLOCK, STORE
+from hookpost import store as records
+from hookpost.store import UiSession
+from ui.sessions import (
+    CSRF_FIELD,
+    check_csrf,
+    check_login_csrf,
+    current_session,
+    end_session,
+    keep_login_token,
+    login_token,
+    start_session,
+)
+
+
+def api_roles(method: str, path: str) -> tuple[Role, ...]:
+    """The roles the API's route `method path` accepts, so a page never decides its own."""
+    for operation in OPERATIONS:
+        if operation.method == method and operation.path == path:
+            return operation.roles
+    raise LookupError(f"no API route {method} {path}")
+
+
+LIST_DELIVERIES = api_roles("GET", "/v1/deliveries")
+READ_DELIVERY = api_roles("GET", "/v1/deliveries/{id}")
+REDELIVER = api_roles("POST", "/v1/deliveries/{id}/redeliver")
+
+DELIVERY_STATUSES = ("pending", "succeeded", "failed")
+PAGE_SIZE = 50
+
+
+def _see_other(location: str) -> web.Response:
+    # 303: after a form's POST the browser GETs the page, so a reload does not post again.
+    return web.Response(status=303, headers={"Location": location})
+
+
+async def _signed_in(request: web.Request, roles: tuple[Role, ...]) -> UiSession:
+    """The caller's session, if its key has one of `roles` (else 403); with none, the
+    browser is sent to sign in."""
+    session = await current_session(request)
+    if session is None:
+        raise web.HTTPSeeOther("/ui/login")
+    check_role(session.api_key, *roles)
+    return session
+
+
+async def _reach(request: web.Request, api_key: records.ApiKey) -> str:
+    """Which rows the key reaches, for the header: every tenant, or one tenant's."""
+    reach = scope(api_key)
+    if reach.tenant_id is None:
+        return "every tenant"
+    tenant = await request.config_dict[STORE].resolve_tenant(reach.tenant_id)
+    name = reach.tenant_id if tenant is None else f"{tenant.name} ({tenant.id})"
+    if reach.owner_key_id is not None:
+        return f"tenant {name}, its own subscriptions"
+    return f"tenant {name}"
+
+
+async def _render(request: web.Request, template: str, session: UiSession | None,
+                  status: int = 200, **values: Any) -> web.Response:
+    context: dict[str, Any] = {"csrf_field": CSRF_FIELD, **values}
+    if session is not None:
+        context["who"] = session.api_key
+        context["reach"] = await _reach(request, session.api_key)
+        context["csrf"] = session.csrf_token
+    return aiohttp_jinja2.render_template(template, request, context, status=status)
+
+
+def _path_id(request: web.Request, what: str) -> str:
+    id = request.match_info["id"]
+    if "\x00" in id:  # Postgres text cannot hold it: no row has such an id
+        raise not_found(what)
+    return id
+
+
+# Signing in and out
+
+
+async def home(request: web.Request) -> web.Response:
+    return _see_other("/ui/deliveries")
+
+
+async def login_page(request: web.Request) -> web.Response:
+    if await current_session(request) is not None:
+        return _see_other("/ui/deliveries")
+    return await _login_form(request)
+
+
+async def _login_form(request: web.Request, problem: str | None = None,
+                      status: int = 200) -> web.Response:
+    token = login_token(request)
+    response = aiohttp_jinja2.render_template(
+        "login.html", request,
+        {"csrf_field": CSRF_FIELD, "login_token": token, "problem": problem}, status=status)
+    keep_login_token(request, response, token)
+    return response
+
+
+async def login(request: web.Request) -> web.Response:
+    form = await request.post()
+    check_login_csrf(request, form.get(CSRF_FIELD))
+    key = form.get("key")
+    key = key.strip() if isinstance(key, str) else ""
+    api_key = None
+    if key and len(key) <= AUTHORIZATION_LIMIT:
+        # Not through the API's key cache: a key revoked a moment ago must not sign in.
+        api_key = await request.config_dict[STORE].api_key_by_hash(hash_key(key))
+    if api_key is None:
+        return await _login_form(request, "That API key is not valid (or it has been "
+                                 "revoked). Paste the whole key, starting with hp_.", 401)
+    response = _see_other("/ui/deliveries")
+    await start_session(request, response, api_key)
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    form = await request.post()
+    session = await current_session(request)
+    response = _see_other("/ui/login")
+    if session is not None:
+        check_csrf(form.get(CSRF_FIELD), session.csrf_token)
+        await end_session(request, response)
+    return response
+
+
+# Deliveries
+
+
+async def deliveries_page(request: web.Request) -> web.Response:
+    session = await _signed_in(request, LIST_DELIVERIES)
+    # A GET form sends every field, the ones left empty too: empty means no filter.
+    sent = {name: value for name, value in request.query.items() if value.strip()}
+    sent.pop("limit", None)
+    try:
+        query = models.DeliveryQuery.model_validate(sent)
+    except ValidationError as error:
+        problems = [f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
+                    for item in error.errors(include_url=False, include_input=False)]
+        return await _render(request, "deliveries.html", session, 422, rows=[], filters=sent,
+                             statuses=DELIVERY_STATUSES, problems=problems, next_page=None,
+                             paged=False)
+    filters = records.DeliveryFilters(
+        subscription_id=query.subscription_id, event_id=query.event_id, status=query.status,
+        event_type=query.event_type, since=query.since, until=query.until,
+    )
+    rows, next_cursor = page_of(
+        await request.config_dict[STORE].list_deliveries(
+            scope(session.api_key), filters, PAGE_SIZE + 1, decode_cursor(query.cursor)),
+        PAGE_SIZE,
+    )
+    next_page = None
+    if next_cursor is not None:
+        next_page = str(request.rel_url.update_query(cursor=next_cursor))
+    return await _render(request, "deliveries.html", session, rows=rows, filters=sent,
+                         statuses=DELIVERY_STATUSES, problems=[], next_page=next_page,
+                         paged="cursor" in sent)
+
+
+async def delivery_page(request: web.Request) -> web.Response:
+    session = await _signed_in(request, READ_DELIVERY)
+    store = request.config_dict[STORE]
+    delivery = await store.get_delivery(_path_id(request, "delivery"), scope(session.api_key))
+    if delivery is None:
+        raise not_found("delivery")
+    attempts = await store.attempts_of_delivery(delivery.id)
+    return await _render(request, "delivery.html", session, delivery=delivery,
+                         attempts=attempts, redelivered="redelivered" in request.query,
+                         may_redeliver=session.api_key.role in REDELIVER)
+
+
+async def redeliver(request: web.Request) -> web.Response:
+    """What POST /v1/deliveries/{id}/redeliver does: one more attempt now."""
+    form = await request.post()
+    session = await current_session(request)
+    if session is None:
+        return _see_other("/ui/login")
+    check_csrf(form.get(CSRF_FIELD), session.csrf_token)
+    check_role(session.api_key, *REDELIVER)
+    id = _path_id(request, "delivery")
+    now: datetime = request.config_dict[CLOCK]()
+    if not await request.config_dict[STORE].request_redelivery(id, scope(session.api_key),
+                                                                now):
+        raise not_found("delivery")
+    return _see_other(f"/ui/deliveries/{id}?redelivered=1")
+
+
+ROUTES = [
+    web.get("/", home),
+    web.get("/login", login_page),
+    web.post("/login", login),
+    web.post("/logout", logout),
+    web.get("/deliveries", deliveries_page),
+    web.get("/deliveries/{id}", delivery_page),
+    web.post("/deliveries/{id}/redeliver", redeliver),
+]
