@@ -81,7 +81,7 @@ def _query(request: web.Request, model: type[Body]) -> Body:
         ) from None
 
 
-def _path_id(request: web.Request, what: str) -> str:
+def path_id(request: web.Request, what: str) -> str:
     """The id in the path; one Postgres text cannot hold (a NUL in it) names no `what`."""
     id = request.match_info["id"]
     if "\x00" in id:
@@ -138,7 +138,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
 async def _own_subscription(request: web.Request, caller: records.ApiKey
                             ) -> records.Subscription:
     """The subscription named in the path, if the caller may see it; else 404."""
-    record = await request.app[STORE].get_subscription(_path_id(request, "subscription"),
+    record = await request.app[STORE].get_subscription(path_id(request, "subscription"),
                                                         scope(caller))
     if record is None:
         raise not_found("subscription")
@@ -167,7 +167,7 @@ async def update_subscription(request: web.Request) -> web.Response:
     if body.url is not None:
         await _check_url(request, body.url)
     record = await store.update_subscription(
-        _path_id(request, "subscription"), scope(caller), url=body.url,
+        path_id(request, "subscription"), scope(caller), url=body.url,
         event_types=body.event_types, description=body.description, status=body.status,
         now=request.app[CLOCK](),
         limits={name: getattr(body, name) for name in models.LIMITS
@@ -182,7 +182,7 @@ async def delete_subscription(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
     deleted = await store.delete_subscription(
-        _path_id(request, "subscription"), scope(caller), request.app[CLOCK]()
+        path_id(request, "subscription"), scope(caller), request.app[CLOCK]()
     )
     if not deleted:
         raise not_found("subscription")
@@ -196,7 +196,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
     now = request.app[CLOCK]()
     expires_at = now + timedelta(seconds=body.grace_seconds)
     record = await store.rotate_secret(
-        _path_id(request, "subscription"), scope(caller), new_secret(), expires_at, now
+        path_id(request, "subscription"), scope(caller), new_secret(), expires_at, now
     )
     if record is None:
         raise not_found("subscription")
@@ -303,7 +303,7 @@ async def get_event(request: web.Request) -> web.Response:
     # Producers see the events they posted; subscribers, those of their tenant (a key bound
     # to none: those delivered to its subscriptions, and only those deliveries of it).
     producer = caller.id if caller.role == Role.PRODUCER else None
-    event = await store.get_event(_path_id(request, "event"), producer, scope(caller))
+    event = await store.get_event(path_id(request, "event"), producer, scope(caller))
     if event is None:
         raise not_found("event")
     deliveries = await store.deliveries_of_event(event.id, scope(caller))
@@ -319,16 +319,20 @@ async def get_event(request: web.Request) -> web.Response:
 # Deliveries
 
 
+def delivery_filters(query: models.DeliveryQuery) -> records.DeliveryFilters:
+    """The store's filters of a delivery listing, from its query string."""
+    return records.DeliveryFilters(
+        subscription_id=query.subscription_id, event_id=query.event_id, status=query.status,
+        event_type=query.event_type, since=query.since, until=query.until,
+    )
+
+
 async def list_deliveries(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
     query = _query(request, models.DeliveryQuery)
-    filters = records.DeliveryFilters(
-        subscription_id=query.subscription_id, event_id=query.event_id, status=query.status,
-        event_type=query.event_type, since=query.since, until=query.until,
-    )
     rows, next_cursor = page_of(
-        await store.list_deliveries(scope(caller), filters, query.limit + 1,
+        await store.list_deliveries(scope(caller), delivery_filters(query), query.limit + 1,
                                     decode_cursor(query.cursor)),
         query.limit,
     )
@@ -342,7 +346,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
 async def redeliver(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
-    id = _path_id(request, "delivery")
+    id = path_id(request, "delivery")
     if not await store.request_redelivery(id, scope(caller), request.app[CLOCK]()):
         raise not_found("delivery")
     delivery = await store.get_delivery(id, scope(caller))
@@ -354,7 +358,7 @@ async def redeliver(request: web.Request) -> web.Response:
 async def get_delivery(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
-    delivery = await store.get_delivery(_path_id(request, "delivery"), scope(caller))
+    delivery = await store.get_delivery(path_id(request, "delivery"), scope(caller))
     if delivery is None:
         raise not_found("delivery")
     attempts = await store.attempts_of_delivery(delivery.id)
@@ -373,7 +377,7 @@ def _tenant(record: records.Tenant) -> models.Tenant:
 
 async def _named_tenant(request: web.Request) -> records.Tenant:
     """The tenant named in the path, by id or uid; else 404."""
-    tenant = await request.app[STORE].resolve_tenant(_path_id(request, "tenant"))
+    tenant = await request.app[STORE].resolve_tenant(path_id(request, "tenant"))
     if tenant is None:
         raise not_found("tenant")
     return tenant
@@ -488,7 +492,7 @@ async def list_api_keys(request: web.Request) -> web.Response:
 async def revoke_api_key(request: web.Request) -> web.Response:
     store = request.app[STORE]
     await authorize(request, store, Role.ADMIN)
-    id = _path_id(request, "API key")
+    id = path_id(request, "API key")
     revocation = await store.revoke_api_key(id, request.app[CLOCK]())
     if revocation == "not_found":
         raise not_found("API key")

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from api import models
 from api.auth import AUTHORIZATION_LIMIT, Role, check_role, hash_key, scope
 from api.cursors import decode_cursor, page_of
-from api.errors import not_found
-from api.routes import OPERATIONS
+from api.errors import not_found, validation_details
+from api.routes import OPERATIONS, delivery_filters, path_id
 from api.state import CLOCK, STORE
 from hookpost import store as records
 from hookpost.store import UiSession
@@ -84,13 +84,6 @@ async def _render(request: web.Request, template: str, session: UiSession | None
     return aiohttp_jinja2.render_template(template, request, context, status=status)
 
 
-def _path_id(request: web.Request, what: str) -> str:
-    id = request.match_info["id"]
-    if "\x00" in id:  # Postgres text cannot hold it: no row has such an id
-        raise not_found(what)
-    return id
-
-
 # Signing in and out
 
 
@@ -152,18 +145,15 @@ async def deliveries_page(request: web.Request) -> web.Response:
     try:
         query = models.DeliveryQuery.model_validate(sent)
     except ValidationError as error:
-        problems = [f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
-                    for item in error.errors(include_url=False, include_input=False)]
+        problems = [f"{'.'.join(detail['loc'])}: {detail['message']}"
+                    for detail in validation_details(error)]
         return await _render(request, "deliveries.html", session, 422, rows=[], filters=sent,
                              statuses=DELIVERY_STATUSES, problems=problems, next_page=None,
                              paged=False)
-    filters = records.DeliveryFilters(
-        subscription_id=query.subscription_id, event_id=query.event_id, status=query.status,
-        event_type=query.event_type, since=query.since, until=query.until,
-    )
     rows, next_cursor = page_of(
         await request.config_dict[STORE].list_deliveries(
-            scope(session.api_key), filters, PAGE_SIZE + 1, decode_cursor(query.cursor)),
+            scope(session.api_key), delivery_filters(query), PAGE_SIZE + 1,
+            decode_cursor(query.cursor)),
         PAGE_SIZE,
     )
     next_page = None
@@ -177,7 +167,7 @@ async def deliveries_page(request: web.Request) -> web.Response:
 async def delivery_page(request: web.Request) -> web.Response:
     session = await _signed_in(request, READ_DELIVERY)
     store = request.config_dict[STORE]
-    delivery = await store.get_delivery(_path_id(request, "delivery"), scope(session.api_key))
+    delivery = await store.get_delivery(path_id(request, "delivery"), scope(session.api_key))
     if delivery is None:
         raise not_found("delivery")
     attempts = await store.attempts_of_delivery(delivery.id)
@@ -194,7 +184,7 @@ async def redeliver(request: web.Request) -> web.Response:
         return _see_other("/ui/login")
     check_csrf(form.get(CSRF_FIELD), session.csrf_token)
     check_role(session.api_key, *REDELIVER)
-    id = _path_id(request, "delivery")
+    id = path_id(request, "delivery")
     now: datetime = request.config_dict[CLOCK]()
     if not await request.config_dict[STORE].request_redelivery(id, scope(session.api_key),
                                                                 now):
