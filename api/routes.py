@@ -90,7 +90,7 @@ def path_id(request: web.Request, what: str) -> str:
 
 
 async def _check_url(request: web.Request, url: str) -> None:
-    settings = request.app[SETTINGS]
+    settings = request.config_dict[SETTINGS]
     try:
         problem = await check_destination(url, settings.allowed_networks, settings.allow_http)
     except UnicodeError as error:  # the host has an empty or over-long label: not a DNS name
@@ -135,14 +135,77 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     return model_response(page)
 
 
-async def _own_subscription(request: web.Request, caller: records.ApiKey
-                            ) -> records.Subscription:
-    """The subscription named in the path, if the caller may see it; else 404."""
-    record = await request.app[STORE].get_subscription(path_id(request, "subscription"),
-                                                        scope(caller))
+# What a subscription's routes do, for the API's handlers and the dashboard's forms alike:
+# each takes the caller already checked and the request already read.
+
+
+async def own_subscription(request: web.Request, caller: records.ApiKey, id: str
+                           ) -> records.Subscription:
+    """Subscription `id`, if the caller may see it; else 404."""
+    record = await request.config_dict[STORE].get_subscription(id, scope(caller))
     if record is None:
         raise not_found("subscription")
     return record
+
+
+async def change_subscription(request: web.Request, caller: records.ApiKey, id: str,
+                              change: models.SubscriptionUpdate) -> records.Subscription:
+    """What PATCH /v1/subscriptions/{id} does: the fields sent change, a new url only if
+    it is an allowed destination."""
+    await own_subscription(request, caller, id)
+    if change.url is not None:
+        await _check_url(request, change.url)
+    record = await request.config_dict[STORE].update_subscription(
+        id, scope(caller), url=change.url, event_types=change.event_types,
+        description=change.description, status=change.status,
+        now=request.config_dict[CLOCK](),
+        limits={name: getattr(change, name) for name in models.LIMITS
+                if name in change.model_fields_set},
+    )
+    if record is None:  # deleted a moment ago
+        raise not_found("subscription")
+    return record
+
+
+async def rotate_subscription_secret(request: web.Request, caller: records.ApiKey, id: str,
+                                     rotation: models.RotateSecret) -> models.SecretRotated:
+    """What POST /v1/subscriptions/{id}/rotate-secret does."""
+    now = request.config_dict[CLOCK]()
+    expires_at = now + timedelta(seconds=rotation.grace_seconds)
+    record = await request.config_dict[STORE].rotate_secret(id, scope(caller), new_secret(),
+                                                            expires_at, now)
+    if record is None:
+        raise not_found("subscription")
+    return models.SecretRotated(secret=record.secret, previous_secret_expires_at=expires_at)
+
+
+async def test_subscription(request: web.Request, caller: records.ApiKey,
+                            subscription: records.Subscription) -> models.TestSent:
+    """What POST /v1/subscriptions/{id}/test does: a webhook.test event to it alone."""
+    now = request.config_dict[CLOCK]()
+    event_id = new_id("evt", now)
+    data = {"subscription_id": subscription.id,
+            "message": "a test event sent on request; it needs no action"}
+    payload = event_payload(event_id, records.TEST_EVENT_TYPE, now, data)
+    delivery_id = await request.config_dict[STORE].send_test_event(
+        event_id, payload, caller.id, subscription, now)
+    return models.TestSent(event_id=event_id, delivery_id=delivery_id)
+
+
+async def queue_failed_redeliveries(request: web.Request, subscription: records.Subscription,
+                                    choice: models.RedeliverFailed) -> models.RedeliveryCount:
+    """What POST /v1/subscriptions/{id}/redeliver-failed does (a dry run only counts)."""
+    count = await request.config_dict[STORE].redeliver_failed(
+        subscription.id, choice.since, choice.until, choice.event_type,
+        request.config_dict[CLOCK](), choice.rate_per_second, choice.dry_run,
+    )
+    return models.RedeliveryCount(count=count, dry_run=choice.dry_run)
+
+
+async def _own_subscription(request: web.Request, caller: records.ApiKey
+                            ) -> records.Subscription:
+    """The subscription named in the path, if the caller may see it; else 404."""
+    return await own_subscription(request, caller, path_id(request, "subscription"))
 
 
 async def get_subscription(request: web.Request) -> web.Response:
@@ -163,18 +226,7 @@ async def update_subscription(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
     body = await _body(request, models.SubscriptionUpdate)
-    await _own_subscription(request, caller)
-    if body.url is not None:
-        await _check_url(request, body.url)
-    record = await store.update_subscription(
-        path_id(request, "subscription"), scope(caller), url=body.url,
-        event_types=body.event_types, description=body.description, status=body.status,
-        now=request.app[CLOCK](),
-        limits={name: getattr(body, name) for name in models.LIMITS
-                if name in body.model_fields_set},
-    )
-    if record is None:
-        raise not_found("subscription")
+    record = await change_subscription(request, caller, path_id(request, "subscription"), body)
     return model_response(_subscription(record))
 
 
@@ -193,28 +245,15 @@ async def rotate_secret(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
     body = await _body(request, models.RotateSecret, optional=True)
-    now = request.app[CLOCK]()
-    expires_at = now + timedelta(seconds=body.grace_seconds)
-    record = await store.rotate_secret(
-        path_id(request, "subscription"), scope(caller), new_secret(), expires_at, now
-    )
-    if record is None:
-        raise not_found("subscription")
-    return model_response(models.SecretRotated(secret=record.secret,
-                                      previous_secret_expires_at=expires_at))
+    return model_response(await rotate_subscription_secret(
+        request, caller, path_id(request, "subscription"), body))
 
 
 async def send_test_event(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
     subscription = await _own_subscription(request, caller)
-    now = request.app[CLOCK]()
-    event_id = new_id("evt", now)
-    data = {"subscription_id": subscription.id,
-            "message": "a test event sent on request; it needs no action"}
-    payload = event_payload(event_id, records.TEST_EVENT_TYPE, now, data)
-    delivery_id = await store.send_test_event(event_id, payload, caller.id, subscription, now)
-    return model_response(models.TestSent(event_id=event_id, delivery_id=delivery_id), 202)
+    return model_response(await test_subscription(request, caller, subscription), 202)
 
 
 async def redeliver_failed(request: web.Request) -> web.Response:
@@ -222,11 +261,7 @@ async def redeliver_failed(request: web.Request) -> web.Response:
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
     body = await _body(request, models.RedeliverFailed)
     subscription = await _own_subscription(request, caller)
-    count = await store.redeliver_failed(
-        subscription.id, body.since, body.until, body.event_type, request.app[CLOCK](),
-        body.rate_per_second, body.dry_run,
-    )
-    return model_response(models.RedeliveryCount(count=count, dry_run=body.dry_run))
+    return model_response(await queue_failed_redeliveries(request, subscription, body))
 
 
 # Events

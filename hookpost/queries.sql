@@ -677,19 +677,32 @@ WHERE status = 'active' AND failing_since <= $2
 RETURNING id;
 
 -- name: delivery_gauges --
--- What the gauges show: pending deliveries, the due ones not being sent, and how long the
--- oldest of those waits.
+-- Deliveries still to send that reach $2 (the owner's key id, or NULL for any owner's) and
+-- $3 (the tenant, or NULL for any): pending ones, the due ones not being sent, and how long
+-- by $1 the oldest of those has waited.
 SELECT count(*) AS pending,
        count(*) FILTER (WHERE waiting) AS due,
        coalesce(extract(epoch FROM $1 - min(next_attempt_at) FILTER (WHERE waiting)), 0)
            AS oldest_due_seconds
 FROM (
-    SELECT next_attempt_at,
-           next_attempt_at <= $1 AND (lease_expires_at IS NULL OR lease_expires_at <= $1)
+    SELECT d.next_attempt_at,
+           d.next_attempt_at <= $1 AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $1)
                AS waiting
-    FROM deliveries
-    WHERE status = 'pending'
+    FROM deliveries d
+    WHERE d.status = 'pending' AND ($3::text IS NULL OR d.tenant_id = $3)
+      AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM subscriptions s
+                                       WHERE s.id = d.subscription_id AND s.owner_key_id = $2))
 ) AS pending;
+
+-- name: subscriptions_needing_attention --
+-- Subscriptions that reach $1 (owner's key id) and $2 (tenant), either NULL for any, that
+-- are failing, disabled or paused, in that order, the longest so first; at most $3.
+SELECT * FROM subscriptions
+WHERE (status IN ('paused', 'disabled') OR (status = 'active' AND failing_since IS NOT NULL))
+  AND ($1::text IS NULL OR owner_key_id = $1) AND ($2::text IS NULL OR tenant_id = $2)
+ORDER BY CASE status WHEN 'active' THEN 0 WHEN 'disabled' THEN 1 ELSE 2 END,
+         coalesce(failing_since, disabled_at, updated_at), id
+LIMIT $3;
 
 -- name: subscriptions_by_status --
 SELECT status, count(*) AS count FROM subscriptions GROUP BY status;

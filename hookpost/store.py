@@ -84,6 +84,7 @@ class Subscription(BaseModel):
     last_failure_at: datetime | None
     failing_since: datetime | None
     disabled_reason: str | None
+    disabled_at: datetime | None = None
     max_concurrency: int | None
     rate_limit: float | None
     created_at: datetime
@@ -566,9 +567,18 @@ class Store:
         )
         return [row["id"] for row in rows]
 
-    async def delivery_gauges(self, now: datetime) -> DeliveryGauges:
-        row = _one(await _fetchrow(self.pool, QUERIES["delivery_gauges"], now))
+    async def delivery_gauges(self, now: datetime, scope: Scope = EVERYTHING) -> DeliveryGauges:
+        """The backlog of the deliveries `scope` reaches, as of `now`."""
+        row = _one(await _fetchrow(self.pool, QUERIES["delivery_gauges"], now,
+                                   scope.owner_key_id, scope.tenant_id))
         return DeliveryGauges(row["pending"], row["due"], float(row["oldest_due_seconds"]))
+
+    async def subscriptions_needing_attention(self, scope: Scope, limit: int
+                                              ) -> list[Subscription]:
+        """Failing, disabled and paused subscriptions `scope` reaches, in that order."""
+        rows = await _fetch(self.pool, QUERIES["subscriptions_needing_attention"],
+                            scope.owner_key_id, scope.tenant_id, limit)
+        return _models(Subscription, rows)
 
     async def subscriptions_by_status(self) -> dict[str, int]:
         rows = await _fetch(self.pool, QUERIES["subscriptions_by_status"])

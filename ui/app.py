@@ -14,8 +14,8 @@ from aiohttp import web
 
 from api.errors import ApiError, Handler
 from hookpost.database import DATABASE_DOWN
+from ui import overview, pages, subscription_pages
 from ui.error_kinds import in_plain_words
-from ui.pages import ROUTES
 
 log = logging.getLogger("hookpost.ui")
 
@@ -79,6 +79,7 @@ def create_ui_app() -> web.Application:
         filters=FILTERS,
     )
     app.on_response_prepare.append(_security_headers)
-    app.add_routes(ROUTES)
+    for routes in (overview.ROUTES, pages.ROUTES, subscription_pages.ROUTES):
+        app.add_routes(routes)
     app.router.add_static("/static/", STATIC)
     return app

@@ -43,8 +43,12 @@ LIST_DELIVERIES = api_roles("GET", "/v1/deliveries")
 READ_DELIVERY = api_roles("GET", "/v1/deliveries/{id}")
 REDELIVER = api_roles("POST", "/v1/deliveries/{id}/redeliver")
 
+# The overview: where signing in leads.
+HOME = "/ui/"
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 PAGE_SIZE = 50
+# How often the delivery log reloads itself (a meta refresh: it works with JavaScript off).
+REFRESH_SECONDS = 10
 
 
 def _see_other(location: str) -> web.Response:
@@ -60,6 +64,19 @@ async def _signed_in(request: web.Request, roles: tuple[Role, ...]) -> UiSession
         raise web.HTTPSeeOther("/ui/login")
     check_role(session.api_key, *roles)
     return session
+
+
+async def _acting(request: web.Request, roles: tuple[Role, ...]
+                  ) -> tuple[UiSession, dict[str, str]]:
+    """The caller's session and the text fields of the form it posted, if the form carries
+    the session's CSRF token (else 403) and the key has one of `roles` (else 403)."""
+    form = await request.post()
+    session = await current_session(request)
+    if session is None:
+        raise web.HTTPSeeOther("/ui/login")
+    check_csrf(form.get(CSRF_FIELD), session.csrf_token)
+    check_role(session.api_key, *roles)
+    return session, {name: value for name, value in form.items() if isinstance(value, str)}
 
 
 async def _reach(request: web.Request, api_key: records.ApiKey) -> str:
@@ -87,13 +104,9 @@ async def _render(request: web.Request, template: str, session: UiSession | None
 # Signing in and out
 
 
-async def home(request: web.Request) -> web.Response:
-    return _see_other("/ui/deliveries")
-
-
 async def login_page(request: web.Request) -> web.Response:
     if await current_session(request) is not None:
-        return _see_other("/ui/deliveries")
+        return _see_other(HOME)
     return await _login_form(request)
 
 
@@ -119,7 +132,7 @@ async def login(request: web.Request) -> web.Response:
     if api_key is None:
         return await _login_form(request, "That API key is not valid (or it has been "
                                  "revoked). Paste the whole key, starting with hp_.", 401)
-    response = _see_other("/ui/deliveries")
+    response = _see_other(HOME)
     await start_session(request, response, api_key)
     return response
 
@@ -142,6 +155,11 @@ async def deliveries_page(request: web.Request) -> web.Response:
     # A GET form sends every field, the ones left empty too: empty means no filter.
     sent = {name: value for name, value in request.query.items() if value.strip()}
     sent.pop("limit", None)
+    # The first page refreshes by itself, unless asked not to; an older page stays put.
+    refresh = (sent.pop("refresh", "") != "off") and "cursor" not in sent
+    links = {"stop": str(request.rel_url.update_query(refresh="off")),
+             "start": str(request.rel_url.with_query(
+                 [(name, value) for name, value in request.query.items() if name != "refresh"]))}
     try:
         query = models.DeliveryQuery.model_validate(sent)
     except ValidationError as error:
@@ -149,7 +167,7 @@ async def deliveries_page(request: web.Request) -> web.Response:
                     for detail in validation_details(error)]
         return await _render(request, "deliveries.html", session, 422, rows=[], filters=sent,
                              statuses=DELIVERY_STATUSES, problems=problems, next_page=None,
-                             paged=False)
+                             paged=False, refresh=False, links=links)
     rows, next_cursor = page_of(
         await request.config_dict[STORE].list_deliveries(
             scope(session.api_key), delivery_filters(query), PAGE_SIZE + 1,
@@ -161,7 +179,8 @@ async def deliveries_page(request: web.Request) -> web.Response:
         next_page = str(request.rel_url.update_query(cursor=next_cursor))
     return await _render(request, "deliveries.html", session, rows=rows, filters=sent,
                          statuses=DELIVERY_STATUSES, problems=[], next_page=next_page,
-                         paged="cursor" in sent)
+                         paged="cursor" in sent, refresh=refresh, links=links,
+                         refresh_seconds=REFRESH_SECONDS)
 
 
 async def delivery_page(request: web.Request) -> web.Response:
@@ -178,12 +197,7 @@ async def delivery_page(request: web.Request) -> web.Response:
 
 async def redeliver(request: web.Request) -> web.Response:
     """What POST /v1/deliveries/{id}/redeliver does: one more attempt now."""
-    form = await request.post()
-    session = await current_session(request)
-    if session is None:
-        return _see_other("/ui/login")
-    check_csrf(form.get(CSRF_FIELD), session.csrf_token)
-    check_role(session.api_key, *REDELIVER)
+    session, _ = await _acting(request, REDELIVER)
     id = path_id(request, "delivery")
     now: datetime = request.config_dict[CLOCK]()
     if not await request.config_dict[STORE].request_redelivery(id, scope(session.api_key),
@@ -193,7 +207,6 @@ async def redeliver(request: web.Request) -> web.Response:
 
 
 ROUTES = [
-    web.get("/", home),
     web.get("/login", login_page),
     web.post("/login", login),
     web.post("/logout", logout),

@@ -44,7 +44,7 @@ def sign_in(page: Page, hookpost: Hookpost) -> None:
     expect(page).to_have_url(f"{hookpost.address}/ui/login")
     page.fill('input[name="key"]', hookpost.admin_key)
     page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(f"{hookpost.address}/ui/deliveries")
+    expect(page).to_have_url(f"{hookpost.address}/ui/")
 
 
 def test_sign_in_read_a_hostile_answer_as_text_redeliver_and_sign_out(

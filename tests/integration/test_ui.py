@@ -40,7 +40,7 @@ async def sign_in(api: TestClient[Any, Any], key: str) -> str:
     answer = await api.post("/ui/login", data={"key": key, "csrf": csrf_of(await form.text())},
                             allow_redirects=False)
     assert answer.status == 303, await answer.text()
-    assert answer.headers["Location"] == "/ui/deliveries"
+    assert answer.headers["Location"] == "/ui/"
     log = await api.get("/ui/deliveries")
     assert log.status == 200, await log.text()
     return await log.text()
