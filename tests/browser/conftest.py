@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from tests.conftest import with_database
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).with_name("screenshots")
+# How long the hookpost fixture waits for an answer before it calls the attempt a timeout.
+REQUEST_TIMEOUT_SECONDS = 1
 HOSTILE_BODY = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
 
 
@@ -52,20 +55,35 @@ def screenshot_folder() -> Path:
 @dataclass
 class HostileReceiver:
     """A real aiohttp server on 127.0.0.1, in a thread of its own (the test drives the
-    browser synchronously), answering every request 500 with markup and script."""
+    browser synchronously). At /hook it answers 500 with markup and script; at /ok, 200;
+    at /bad, 400 (which fails a delivery at once); at /slow, nothing for longer than the
+    hookpost fixture waits."""
 
     port: int = 0
     requests: int = 0
+    # Requests by path, the ones to /hook included.
+    arrived: Counter[str] = field(default_factory=Counter)
     _ready: threading.Event = field(default_factory=threading.Event)
     _loop: asyncio.AbstractEventLoop | None = None
     _stop: asyncio.Event | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return self.at("/hook")
+
+    def at(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
 
     async def _answer(self, request: web.Request) -> web.Response:
         await request.read()
+        self.arrived[request.path] += 1
+        if request.path == "/ok":
+            return web.Response(text="ok")
+        if request.path == "/bad":
+            return web.Response(status=400, text="no such order")
+        if request.path == "/slow":
+            await asyncio.sleep(REQUEST_TIMEOUT_SECONDS * 3)
+            return web.Response(text="too late")
         self.requests += 1
         return web.Response(status=500, text=HOSTILE_BODY, content_type="text/html",
                             headers={"X-Receiver": "<b>bold?</b>"})
@@ -74,8 +92,8 @@ class HostileReceiver:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         app = web.Application()
-        app.router.add_post("/hook", self._answer)
-        runner = web.AppRunner(app, access_log=None)
+        app.router.add_post("/{path}", self._answer)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -167,6 +185,7 @@ def _environment(database_url: str) -> dict[str, str]:
         "HOOKPOST_PORT": "0", "HOOKPOST_METRICS_PORT": "0",
         "HOOKPOST_ALLOWED_NETWORKS": "127.0.0.0/8", "HOOKPOST_ALLOW_HTTP": "true",
         "HOOKPOST_POLL_INTERVAL": "100ms",
+        "HOOKPOST_REQUEST_TIMEOUT": f"{REQUEST_TIMEOUT_SECONDS}s",
         # One scheduled retry, an hour on: every attempt the test sees is one it made.
         "HOOKPOST_RETRY_SCHEDULE": "1h",
     }

@@ -68,6 +68,7 @@ def test_sign_in_read_a_hostile_answer_as_text_redeliver_and_sign_out(
 
     sign_in(page, hookpost)
     expect(page.get_by_text("Signed in as")).to_contain_text("admin")
+    page.get_by_role("link", name="Delivery log").click()
     expect(page.get_by_role("link", name=delivery_id)).to_be_visible()
     page.screenshot(path=screenshot_folder / "2-delivery-log.png", full_page=True)
 
@@ -121,6 +122,7 @@ def test_the_pages_work_with_javascript_off(
     try:
         page = context.new_page()
         sign_in(page, hookpost)
+        page.get_by_role("link", name="Delivery log").click()
         page.get_by_role("link", name=delivery_id).click()
         expect(page.locator("pre.body")).to_have_text(HOSTILE_BODY)
         page.get_by_role("button", name="Redeliver").click()

@@ -84,7 +84,7 @@ async def test_the_overview_shows_the_backlog_and_what_needs_attention_in_reach(
     api.session.cookie_jar.clear()
     await sign_in(api, acme_key)
     mine = await page_of(api, "/ui/")
-    assert re.search(r'<span class="figure">1</span> deliveries still to send', mine)
+    assert re.search(r'<span class="figure">1</span> delivery still to send', mine)
     assert failing["id"] in mine and paused["id"] not in mine
 
 
