@@ -14,11 +14,12 @@ from pydantic import ValidationError
 from api import models
 from api.auth import AUTHORIZATION_LIMIT, Role, check_role, hash_key, scope
 from api.cursors import decode_cursor, page_of
-from api.errors import not_found, validation_details
+from api.errors import not_found
 from api.routes import OPERATIONS, delivery_filters, path_id
 from api.state import CLOCK, STORE
 from hookpost import store as records
 from hookpost.store import UiSession
+from ui.forms import instant_of, problems_of
 from ui.sessions import (
     CSRF_FIELD,
     check_csrf,
@@ -49,6 +50,7 @@ DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 PAGE_SIZE = 50
 # How often the delivery log reloads itself (a meta refresh: it works with JavaScript off).
 REFRESH_SECONDS = 10
+TIME_FILTERS = ("since", "until")
 
 
 def _see_other(location: str) -> web.Response:
@@ -160,11 +162,13 @@ async def deliveries_page(request: web.Request) -> web.Response:
     links = {"stop": str(request.rel_url.update_query(refresh="off")),
              "start": str(request.rel_url.with_query(
                  [(name, value) for name, value in request.query.items() if name != "refresh"]))}
+    # Times come from datetime-local fields, in UTC.
+    asked = {name: instant_of(value) if name in TIME_FILTERS else value
+             for name, value in sent.items()}
     try:
-        query = models.DeliveryQuery.model_validate(sent)
+        query = models.DeliveryQuery.model_validate(asked)
     except ValidationError as error:
-        problems = [f"{'.'.join(detail['loc'])}: {detail['message']}"
-                    for detail in validation_details(error)]
+        problems = problems_of(error)
         return await _render(request, "deliveries.html", session, 422, rows=[], filters=sent,
                              statuses=DELIVERY_STATUSES, problems=problems, next_page=None,
                              paged=False, refresh=False, links=links)

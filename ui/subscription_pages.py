@@ -5,19 +5,17 @@ api.routes, with that route's roles."""
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from datetime import datetime, timedelta
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from api import models
 from api.auth import scope
 from api.cursors import decode_cursor, page_of
-from api.errors import ApiError, validation_details
+from api.errors import ApiError
 from api.routes import (
     change_subscription,
     own_subscription,
@@ -29,9 +27,8 @@ from api.routes import (
 from api.state import CLOCK, STORE
 from hookpost import store as records
 from hookpost.store import UiSession
+from ui.forms import as_body, as_local_field, event_types_of, instant_of, problems_of
 from ui.pages import PAGE_SIZE, _acting, _render, _see_other, _signed_in, api_roles
-
-Body = TypeVar("Body", bound=BaseModel)
 
 LIST = api_roles("GET", "/v1/subscriptions")
 READ = api_roles("GET", "/v1/subscriptions/{id}")
@@ -51,41 +48,6 @@ DONE = {
 }
 # The status each button asks for; enabling a disabled subscription makes it active.
 STATUS_ACTIONS = {"pause": "paused", "resume": "active", "enable": "active"}
-
-
-def event_types_of(text: str) -> list[str]:
-    """The event types typed in one field: separated by commas, spaces or new lines."""
-    return [part for part in re.split(r"[\s,]+", text) if part]
-
-
-def instant_of(text: str) -> str:
-    """A time from a datetime-local field, which has no zone, read as UTC; anything else
-    is handed on as it is, for the model to refuse with its own words."""
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        return text
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.isoformat()
-
-
-def as_local_field(moment: datetime) -> str:
-    """`moment` as a datetime-local field shows it, in UTC, to the minute."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
-
-
-def problems_of(error: ValidationError | ApiError) -> list[str]:
-    """What was wrong with a form, a line each."""
-    if isinstance(error, ApiError):
-        return [error.message]
-    return [f"{'.'.join(detail['loc'])}: {detail['message']}"
-            for detail in validation_details(error)]
-
-
-def as_body(model: type[Body], fields: dict[str, Any]) -> Body:
-    """A form's fields read exactly as the API reads the same fields in a JSON body."""
-    return model.model_validate_json(json.dumps(fields))
 
 
 def done_message(query: Mapping[str, str]) -> str | None:

@@ -301,3 +301,23 @@ async def test_the_delivery_log_refreshes_itself_unless_asked_not_to(
     stopped = await page_of(api, "/ui/deliveries?status=failed&refresh=off")
     assert refresh not in stopped and 'name="refresh" value="off"' in stopped
     assert "Not refreshing" in stopped
+
+
+async def test_the_delivery_log_filters_by_time_typed_in_utc(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver,
+) -> None:
+    await subscribe(api, keys.subscriber, receiver.url())
+    event = await post_event(api, keys.producer)
+    await sign_in(api, keys.admin)
+    now = datetime.now(UTC)
+    hour_ago = (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    hour_on = (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    within = await page_of(api, f"/ui/deliveries?since={hour_ago}&until={hour_on}")
+    assert "order.created" in within and f'value="{hour_ago}"' in within
+    assert event["id"] not in within  # the log names deliveries, not events
+    later = await page_of(api, f"/ui/deliveries?since={hour_on}")
+    assert "No deliveries match these filters" in later
+    earlier = await page_of(api, f"/ui/deliveries?until={hour_ago}")
+    assert "No deliveries match these filters" in earlier
+    wrong = await page_of(api, "/ui/deliveries?since=soon", 422)
+    assert 'role="alert"' in wrong and "since" in wrong
