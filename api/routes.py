@@ -25,6 +25,7 @@ from api.cursors import decode_cursor, page_of
 from api.errors import ApiError, invalid, not_found, validation_details
 from api.headers import read_header
 from api.openapi import Header, Operation, build_document
+from api.portal import make_portal_link, portal_refusal, portal_url
 from api.probes import PROBES
 from api.responses import model_response
 from api.state import CLOCK, INGEST, SETTINGS, STORE
@@ -456,6 +457,21 @@ async def delete_tenant(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def create_portal_link(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    caller = await authorize(request, store, Role.ADMIN, Role.PRODUCER)
+    body = await _body(request, models.PortalLinkCreate, optional=True)
+    tenant = await _named_tenant(request)
+    refusal = portal_refusal(caller, tenant.id)
+    if refusal is not None:
+        raise refusal
+    token, link = await make_portal_link(store, caller.id, tenant.id,
+                                         timedelta(seconds=body.expires_in_seconds),
+                                         request.app[CLOCK]())
+    created = models.PortalLinkCreated(url=portal_url(request, token), expires_at=link.expires_at)
+    return model_response(created, 201)
+
+
 # API keys
 
 
@@ -534,6 +550,12 @@ OPERATIONS = [
     Operation("DELETE", "/v1/tenants/{id}", delete_tenant,
               "Delete a tenant: its subscriptions are deleted and its keys revoked", _ADMIN,
               status=204, errors=(409,)),
+    Operation("POST", "/v1/tenants/{id}/portal-link", create_portal_link,
+              "Make a one-time link that opens the tenant's portal without a key: its "
+              "subscriptions and delivery log, for the tenant's own people. An admin key "
+              "may for every tenant, a producer key bound to a tenant for that one",
+              (Role.ADMIN, Role.PRODUCER), models.PortalLinkCreate, models.PortalLinkCreated,
+              201, body_optional=True),
     Operation("POST", "/v1/keys", create_api_key,
               "Create an API key; the key itself is shown only in this answer", _ADMIN,
               models.KeyCreate, models.ApiKeyCreated, 201, errors=(404,)),

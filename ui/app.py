@@ -16,6 +16,8 @@ from api.errors import ApiError, Handler
 from hookpost.database import DATABASE_DOWN
 from ui.error_kinds import in_plain_words
 from ui.pages import ROUTES
+from ui.portal import ROUTES as PORTAL_ROUTES
+from ui.tenant_pages import ROUTES as TENANT_ROUTES
 
 log = logging.getLogger("hookpost.ui")
 
@@ -80,5 +82,7 @@ def create_ui_app() -> web.Application:
     )
     app.on_response_prepare.append(_security_headers)
     app.add_routes(ROUTES)
+    app.add_routes(TENANT_ROUTES)
+    app.add_routes(PORTAL_ROUTES)
     app.router.add_static("/static/", STATIC)
     return app
