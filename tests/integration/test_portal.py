@@ -4,6 +4,7 @@ tenants and make links with a CSRF-checked form."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Awaitable, Callable
@@ -202,6 +203,19 @@ async def test_a_portal_link_opens_its_tenant_only_and_only_once(
     assert (await api.get(path_of(link["url"]))).status == 410
     for forged in ("/ui/portal/not-a-link", "/ui/portal/" + "a" * 200, "/ui/portal/%00"):
         assert (await api.get(forged)).status == 410, forged
+    assert await pool.fetchval("SELECT count(*) FROM ui_sessions") == 1
+
+
+async def test_a_link_opened_twice_at_the_same_moment_opens_once(
+    api: Client, keys: Keys, store: Store, pool: asyncpg.Pool, clock: FakeClock,
+) -> None:
+    link = await portal_link(api, keys.admin, "default")
+    token_hash = hashlib.sha256(link["url"].rsplit("/", 1)[1].encode()).digest()
+    expires_at = clock.now + timedelta(hours=1)
+    opened = await asyncio.gather(*(
+        store.open_portal_link(token_hash, clock.now, n.to_bytes(32, "big"), "csrf",
+                               expires_at) for n in range(8)))
+    assert len([link for link in opened if link is not None]) == 1
     assert await pool.fetchval("SELECT count(*) FROM ui_sessions") == 1
 
 
