@@ -497,3 +497,36 @@ CREATE TABLE IF NOT EXISTS ui_sessions (
     expires_at timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ui_sessions_expiry ON ui_sessions (expires_at);
+
+-- Portal links: POST /v1/tenants/{id}/portal-link makes one, for a tenant's customers to
+-- open its portal (the dashboard, narrowed to that tenant) without a key. Only the hash of
+-- its token is kept; it opens once (used_at) and not after expires_at. Links are dropped
+-- once expired, as sessions are: a portal session keeps what it needs of its link itself.
+CREATE TABLE IF NOT EXISTS portal_links (
+    id                text PRIMARY KEY DEFAULT new_id('prt'),
+    token_hash        bytea NOT NULL UNIQUE,
+    tenant_id         text NOT NULL REFERENCES tenants (id),
+    created_by_key_id text NOT NULL REFERENCES api_keys (id),
+    created_at        timestamptz NOT NULL,
+    expires_at        timestamptz NOT NULL,
+    used_at           timestamptz
+);
+CREATE INDEX IF NOT EXISTS portal_links_expiry ON portal_links (expires_at);
+
+-- A portal session: the link that opened it (no foreign key: the link is dropped once it
+-- expires, the session lasts longer) and the tenant it is narrowed to. Its api_key_id is
+-- the key that made the link, so revoking that key ends the session as it ends the key's
+-- own. (Checked first: ALTER TABLE locks the table even when it changes nothing.)
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'ui_sessions'
+                     AND column_name = 'portal_link_id') THEN
+        ALTER TABLE ui_sessions
+            ADD COLUMN portal_link_id text,
+            ADD COLUMN tenant_id text REFERENCES tenants (id),
+            ADD CONSTRAINT ui_sessions_portal_of_a_tenant
+                CHECK ((portal_link_id IS NULL) = (tenant_id IS NULL));
+    END IF;
+END
+$$;

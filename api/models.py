@@ -376,6 +376,22 @@ class TenantPage(BaseModel):
     next_cursor: str | None
 
 
+PORTAL_LINK_SECONDS = (60, 3600)  # the shortest and longest life a portal link may have
+
+
+class PortalLinkCreate(Request):
+    expires_in_seconds: int = Field(
+        default=600, ge=PORTAL_LINK_SECONDS[0], le=PORTAL_LINK_SECONDS[1],
+        description="How long the link opens the portal, if it is not used before.",
+    )
+
+
+class PortalLinkCreated(BaseModel):
+    url: str = Field(description="Opens the tenant's portal once, without a key; shown only "
+                                 "in this answer.")
+    expires_at: datetime
+
+
 # API keys
 
 

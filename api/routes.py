@@ -25,6 +25,7 @@ from api.cursors import decode_cursor, page_of
 from api.errors import ApiError, invalid, not_found, validation_details
 from api.headers import read_header
 from api.openapi import Header, Operation, build_document
+from api.portal import make_portal_link, portal_refusal, portal_url
 from api.probes import PROBES
 from api.responses import model_response
 from api.state import CLOCK, INGEST, SETTINGS, STORE
@@ -179,16 +180,17 @@ async def rotate_subscription_secret(request: web.Request, caller: records.ApiKe
     return models.SecretRotated(secret=record.secret, previous_secret_expires_at=expires_at)
 
 
-async def test_subscription(request: web.Request, caller: records.ApiKey,
+async def test_subscription(request: web.Request, producer_key_id: str,
                             subscription: records.Subscription) -> models.TestSent:
-    """What POST /v1/subscriptions/{id}/test does: a webhook.test event to it alone."""
+    """What POST /v1/subscriptions/{id}/test does: a webhook.test event to it alone, posted
+    in the name of key `producer_key_id`."""
     now = request.config_dict[CLOCK]()
     event_id = new_id("evt", now)
     data = {"subscription_id": subscription.id,
             "message": "a test event sent on request; it needs no action"}
     payload = event_payload(event_id, records.TEST_EVENT_TYPE, now, data)
     delivery_id = await request.config_dict[STORE].send_test_event(
-        event_id, payload, caller.id, subscription, now)
+        event_id, payload, producer_key_id, subscription, now)
     return models.TestSent(event_id=event_id, delivery_id=delivery_id)
 
 
@@ -253,7 +255,7 @@ async def send_test_event(request: web.Request) -> web.Response:
     store = request.app[STORE]
     caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
     subscription = await _own_subscription(request, caller)
-    return model_response(await test_subscription(request, caller, subscription), 202)
+    return model_response(await test_subscription(request, caller.id, subscription), 202)
 
 
 async def redeliver_failed(request: web.Request) -> web.Response:
@@ -491,6 +493,21 @@ async def delete_tenant(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def create_portal_link(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    caller = await authorize(request, store, Role.ADMIN, Role.PRODUCER)
+    body = await _body(request, models.PortalLinkCreate, optional=True)
+    tenant = await _named_tenant(request)
+    refusal = portal_refusal(caller, tenant.id)
+    if refusal is not None:
+        raise refusal
+    token, link = await make_portal_link(store, caller.id, tenant.id,
+                                         timedelta(seconds=body.expires_in_seconds),
+                                         request.app[CLOCK]())
+    created = models.PortalLinkCreated(url=portal_url(request, token), expires_at=link.expires_at)
+    return model_response(created, 201)
+
+
 # API keys
 
 
@@ -569,6 +586,12 @@ OPERATIONS = [
     Operation("DELETE", "/v1/tenants/{id}", delete_tenant,
               "Delete a tenant: its subscriptions are deleted and its keys revoked", _ADMIN,
               status=204, errors=(409,)),
+    Operation("POST", "/v1/tenants/{id}/portal-link", create_portal_link,
+              "Make a one-time link that opens the tenant's portal without a key: its "
+              "subscriptions and delivery log, for the tenant's own people. An admin key "
+              "may for every tenant, a producer key bound to a tenant for that one",
+              (Role.ADMIN, Role.PRODUCER), models.PortalLinkCreate, models.PortalLinkCreated,
+              201, body_optional=True),
     Operation("POST", "/v1/keys", create_api_key,
               "Create an API key; the key itself is shown only in this answer", _ADMIN,
               models.KeyCreate, models.ApiKeyCreated, 201, errors=(404,)),

@@ -51,14 +51,48 @@ VALUES ($1, $2, $3, $4, $5);
 
 -- name: ui_session_by_hash --
 -- The session's key and CSRF token, while the session has not expired and its key is
--- valid: revoking a key ends its sessions at once.
-SELECT k.id, k.name, k.role, k.tenant_id, k.created_at, s.csrf_token
+-- valid: revoking a key ends its sessions at once. A portal session also names its link
+-- and tenant, and ends with its tenant too.
+SELECT k.id, k.name, k.role, k.tenant_id, k.created_at, s.csrf_token, s.portal_link_id,
+       s.tenant_id AS portal_tenant_id, s.created_at AS opened_at
 FROM ui_sessions s
 JOIN api_keys k ON k.id = s.api_key_id
-WHERE s.token_hash = $1 AND s.expires_at > $2 AND k.revoked_at IS NULL;
+WHERE s.token_hash = $1 AND s.expires_at > $2 AND k.revoked_at IS NULL
+  AND (s.tenant_id IS NULL
+       OR EXISTS (SELECT 1 FROM tenants t WHERE t.id = s.tenant_id AND t.status = 'active'));
 
 -- name: delete_ui_session --
 DELETE FROM ui_sessions WHERE token_hash = $1;
+
+-- name: insert_portal_link --
+-- A link to the portal of tenant $2, made by key $3 at $4, that opens until $5; links
+-- expired by $4 go at the same time, so the table holds no more than those still to open.
+WITH expired AS (
+    DELETE FROM portal_links WHERE expires_at <= $4
+)
+INSERT INTO portal_links (token_hash, tenant_id, created_by_key_id, created_at, expires_at)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING id, tenant_id, created_by_key_id, created_at, expires_at, used_at;
+
+-- name: open_portal_link --
+-- Uses the link whose token hashes to $1 at $2 and starts its portal session (token hash
+-- $3, CSRF token $4, until $5) in one statement: a link opens once, even when two tabs
+-- open it at the same moment (the second waits for the first, then finds it used), and a
+-- link is never used up without its session. Nothing if the link is used, expired, or its
+-- tenant or the key that made it is gone.
+WITH opened AS (
+    UPDATE portal_links l SET used_at = $2
+    WHERE l.token_hash = $1 AND l.used_at IS NULL AND l.expires_at > $2
+      AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = l.tenant_id AND t.status = 'active')
+      AND EXISTS (SELECT 1 FROM api_keys k
+                  WHERE k.id = l.created_by_key_id AND k.revoked_at IS NULL)
+    RETURNING l.id, l.tenant_id, l.created_by_key_id, l.created_at, l.expires_at, l.used_at
+), session AS (
+    INSERT INTO ui_sessions
+        (token_hash, api_key_id, csrf_token, created_at, expires_at, portal_link_id, tenant_id)
+    SELECT $3, created_by_key_id, $4, $2, $5, id, tenant_id FROM opened
+)
+SELECT id, tenant_id, created_by_key_id, created_at, expires_at, used_at FROM opened;
 
 -- name: insert_tenant --
 INSERT INTO tenants (name, uid, created_at, updated_at) VALUES ($1, $2, $3, $3)
@@ -116,6 +150,17 @@ SELECT (SELECT count(*) FROM deleted) AS deleted,
 SELECT status, count(*) AS count FROM subscriptions
 WHERE tenant_id = $1 AND status <> 'deleted'
 GROUP BY status;
+
+-- name: tenant_counts --
+-- For each tenant of $1 (a page of the listing): its subscriptions not deleted, and their
+-- pending deliveries, as tenant_backlog counts them.
+SELECT t.id,
+       (SELECT count(*) FROM subscriptions s
+        WHERE s.tenant_id = t.id AND s.status <> 'deleted') AS subscriptions,
+       (SELECT count(*) FROM deliveries d
+        JOIN subscriptions s ON s.id = d.subscription_id
+        WHERE s.tenant_id = t.id AND s.status <> 'deleted' AND d.status = 'pending') AS pending
+FROM unnest($1::text[]) AS t(id);
 
 -- name: tenant_backlog --
 -- Pending deliveries of the tenant's subscriptions, one index probe per subscription.

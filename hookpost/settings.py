@@ -8,6 +8,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -143,6 +144,16 @@ class Settings(BaseSettings):
         default=timedelta(hours=8),
         description="How long a dashboard sign-in (/ui/login) lasts before it asks again.",
     )
+    portal_session_lifetime: timedelta = Field(
+        default=timedelta(hours=1),
+        description="How long a tenant's portal, opened with a portal link, lasts before it "
+                    "needs a new link.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The address people reach hookpost at (e.g. https://hooks.example.com), "
+                    "for the portal links it hands out. Unset: the address of each request.",
+    )
     listen_notify: bool = Field(
         default=True, description="Wake dispatchers with LISTEN/NOTIFY (polling always runs)."
     )
@@ -158,11 +169,22 @@ class Settings(BaseSettings):
     @field_validator(
         "request_timeout", "connect_timeout", "lease", "poll_interval", "shutdown_grace",
         "retention", "disable_after", "maintenance_interval", "gauges_interval",
-        "ui_session_lifetime", mode="before",
+        "ui_session_lifetime", "portal_session_lifetime", mode="before",
     )
     @classmethod
     def _durations(cls, value: Any) -> Any:
         return _duration(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = value.strip().rstrip("/")
+        parsed = urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query:
+            raise ValueError(f"not an http(s) address such as https://hooks.example.com: {value!r}")
+        return url
 
     @field_validator("allowed_networks", mode="before")
     @classmethod

@@ -34,10 +34,36 @@ class ApiKey(BaseModel):
 
 
 class UiSession(NamedTuple):
-    """A dashboard session that still works: its key, and the CSRF token of its forms."""
+    """A dashboard session that still works: the key it acts as, and the CSRF token of its
+    forms. A portal session acts as its link (see portal_principal); what it writes is
+    owned by the key that made the link, `owner_key_id`, since the link is no key."""
 
     api_key: ApiKey
     csrf_token: str
+    owner_key_id: str
+    portal: bool = False
+
+
+class PortalLink(BaseModel):
+    """A one-time link to a tenant's portal; only the hash of its token is stored."""
+
+    id: str
+    tenant_id: str
+    created_by_key_id: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+PORTAL_PRINCIPAL_NAME = "portal link"
+
+
+def portal_principal(link_id: str, tenant_id: str, opened_at: datetime) -> ApiKey:
+    """Who a portal session acts as: a subscriber key bound to the link's tenant, so that
+    the one role check and the one scope serve it as they serve keys. Its id is the link's,
+    which names no key: nothing can take it for the key that made the link."""
+    return ApiKey(id=link_id, name=PORTAL_PRINCIPAL_NAME, role="subscriber",
+                  tenant_id=tenant_id, created_at=opened_at)
 
 
 class Tenant(BaseModel):
@@ -302,16 +328,42 @@ class Store:
                        csrf_token, now, expires_at)
 
     async def ui_session_by_hash(self, token_hash: bytes, now: datetime) -> UiSession | None:
-        """The session, if it has not expired by `now` and its key is still valid."""
+        """The session, if it has not expired by `now` and its key is still valid (and, for
+        a portal session, its tenant is not deleted)."""
         row = await _fetchrow(self.pool, QUERIES["ui_session_by_hash"], token_hash, now)
         if row is None:
             return None
         fields = dict(row)
         csrf_token: str = fields.pop("csrf_token")
-        return UiSession(ApiKey.model_validate(fields), csrf_token)
+        link_id: str | None = fields.pop("portal_link_id")
+        tenant_id: str | None = fields.pop("portal_tenant_id")
+        opened_at: datetime = fields.pop("opened_at")
+        key = ApiKey.model_validate(fields)
+        if link_id is None or tenant_id is None:
+            return UiSession(key, csrf_token, key.id)
+        return UiSession(portal_principal(link_id, tenant_id, opened_at), csrf_token, key.id,
+                         portal=True)
 
     async def delete_ui_session(self, token_hash: bytes) -> None:
         await _execute(self.pool, QUERIES["delete_ui_session"], token_hash)
+
+    # Portal links
+
+    async def insert_portal_link(self, token_hash: bytes, tenant_id: str, created_by_key_id: str,
+                                 now: datetime, expires_at: datetime) -> PortalLink:
+        """A new link (and forget those expired by `now`)."""
+        row = await _fetchrow(self.pool, QUERIES["insert_portal_link"], token_hash, tenant_id,
+                              created_by_key_id, now, expires_at)
+        return PortalLink.model_validate(dict(_one(row)))
+
+    async def open_portal_link(self, token_hash: bytes, now: datetime, session_hash: bytes,
+                               csrf_token: str, session_expires_at: datetime
+                               ) -> PortalLink | None:
+        """Use the link and start its portal session, at once; None if it opens no more
+        (used, expired, or its tenant or the key that made it is gone)."""
+        row = await _fetchrow(self.pool, QUERIES["open_portal_link"], token_hash, now,
+                              session_hash, csrf_token, session_expires_at)
+        return _model(PortalLink, row)
 
     # Tenants
 
@@ -339,6 +391,11 @@ class Store:
         of the keys revoked, or None if there was no such tenant."""
         row = _one(await _fetchrow(self.pool, QUERIES["delete_tenant"], id, now))
         return list(row["revoked_keys"]) if row["deleted"] else None
+
+    async def tenant_counts(self, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Of each tenant: its subscriptions (not deleted) and their pending deliveries."""
+        rows = await _fetch(self.pool, QUERIES["tenant_counts"], list(ids))
+        return {row["id"]: (row["subscriptions"], row["pending"]) for row in rows}
 
     async def tenant_summary(self, id: str) -> tuple[dict[str, int], int]:
         """The tenant's subscriptions by status, and its pending deliveries."""

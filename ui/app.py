@@ -14,7 +14,7 @@ from aiohttp import web
 
 from api.errors import ApiError, Handler
 from hookpost.database import DATABASE_DOWN
-from ui import overview, pages, subscription_pages
+from ui import overview, pages, portal, subscription_pages, tenant_pages
 from ui.error_kinds import in_plain_words
 
 log = logging.getLogger("hookpost.ui")
@@ -79,7 +79,8 @@ def create_ui_app() -> web.Application:
         filters=FILTERS,
     )
     app.on_response_prepare.append(_security_headers)
-    for routes in (overview.ROUTES, pages.ROUTES, subscription_pages.ROUTES):
+    for routes in (overview.ROUTES, pages.ROUTES, subscription_pages.ROUTES,
+                   tenant_pages.ROUTES, portal.ROUTES):
         app.add_routes(routes)
     app.router.add_static("/static/", STATIC)
     return app

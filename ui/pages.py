@@ -93,6 +93,14 @@ async def _reach(request: web.Request, api_key: records.ApiKey) -> str:
     return f"tenant {name}"
 
 
+async def _portal_of(request: web.Request, session: UiSession) -> str | None:
+    """For a portal session, the name of its tenant, for the header; else None."""
+    if not session.portal or session.api_key.tenant_id is None:
+        return None
+    tenant = await request.config_dict[STORE].resolve_tenant(session.api_key.tenant_id)
+    return session.api_key.tenant_id if tenant is None else tenant.name
+
+
 async def _render(request: web.Request, template: str, session: UiSession | None,
                   status: int = 200, **values: Any) -> web.Response:
     context: dict[str, Any] = {"csrf_field": CSRF_FIELD, **values}
@@ -100,6 +108,7 @@ async def _render(request: web.Request, template: str, session: UiSession | None
         context["who"] = session.api_key
         context["reach"] = await _reach(request, session.api_key)
         context["csrf"] = session.csrf_token
+        context["portal_of"] = await _portal_of(request, session)
     return aiohttp_jinja2.render_template(template, request, context, status=status)
 
 

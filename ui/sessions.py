@@ -1,6 +1,6 @@
-"""Dashboard sessions: the cookie a sign-in sets, the key it stands for, and the CSRF
-tokens of forms. A session is a row of ui_sessions; the cookie holds a random token whose
-hash names the row, as an API key's hash names its record."""
+"""Dashboard sessions: the cookie a sign-in (or a portal link) sets, the key it stands for,
+and the CSRF tokens of forms. A session is a row of ui_sessions; the cookie holds a random
+token whose hash names the row, as an API key's hash names its record."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aiohttp import web
 from api.auth import hash_key
 from api.errors import ApiError
 from api.state import CLOCK, SETTINGS, STORE
-from hookpost.store import ApiKey, UiSession
+from hookpost.store import ApiKey, PortalLink, UiSession
 
 SESSION_COOKIE = "hookpost_session"
 # The login form's own token (a double-submit cookie): there is no session to hold one yet.
@@ -52,6 +52,28 @@ async def start_session(request: web.Request, response: web.StreamResponse,
     lifetime = int(settings.ui_session_lifetime.total_seconds())
     _set_cookie(request, response, SESSION_COOKIE, token, max_age=lifetime)
     response.del_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
+
+
+async def open_portal(request: web.Request, response: web.StreamResponse,
+                      link_token: str) -> PortalLink | None:
+    """Use the portal link `link_token` and start its portal session, its cookie set on
+    `response` (in place of any session this browser had, which ends); None if the link
+    opens no more."""
+    settings = request.config_dict[SETTINGS]
+    now: datetime = request.config_dict[CLOCK]()
+    store = request.config_dict[STORE]
+    token = new_token()
+    link = await store.open_portal_link(
+        hash_key(link_token), now, hash_key(token), new_token(),
+        now + settings.portal_session_lifetime)
+    if link is None:
+        return None
+    previous = _cookie(request, SESSION_COOKIE)
+    if previous is not None:
+        await store.delete_ui_session(hash_key(previous))
+    lifetime = int(settings.portal_session_lifetime.total_seconds())
+    _set_cookie(request, response, SESSION_COOKIE, token, max_age=lifetime)
+    return link
 
 
 async def current_session(request: web.Request) -> UiSession | None:

@@ -104,6 +104,10 @@ def test_allowed_networks_from_environment(
         ("HOOKPOST_MAX_PAYLOAD_BYTES", "1024", "max_payload_bytes", 1024),
         ("HOOKPOST_ALLOW_HTTP", "true", "allow_http", True),
         ("HOOKPOST_EVENT_LOOP", "asyncio", "event_loop", "asyncio"),
+        ("HOOKPOST_PORTAL_SESSION_LIFETIME", "15m", "portal_session_lifetime",
+         timedelta(minutes=15)),
+        ("HOOKPOST_PUBLIC_URL", "https://hooks.example.com/", "public_url",
+         "https://hooks.example.com"),
     ],
 )
 def test_setting_from_environment(
@@ -123,6 +127,9 @@ def test_setting_from_environment(
         ("HOOKPOST_REQUEST_TIMEOUT", "-1s"),
         ("HOOKPOST_MAX_PAYLOAD_BYTES", "0"),
         ("HOOKPOST_EVENT_LOOP", "trio"),
+        ("HOOKPOST_PUBLIC_URL", "hooks.example.com"),
+        ("HOOKPOST_PUBLIC_URL", "ftp://hooks.example.com"),
+        ("HOOKPOST_PUBLIC_URL", "https://hooks.example.com/?a=1"),
     ],
 )
 def test_bad_environment_value_is_refused(
