@@ -89,31 +89,33 @@ def test_a_portal_link_opens_its_tenant_only_once_and_expires(
     page.screenshot(path=screenshot_folder / "portal-3-link-made.png", full_page=True)
 
     portal, errors = follow_from_another_site(browser, link)
-    # On past the page that opens the portal, into the delivery log, still signed in.
-    expect(portal).to_have_url(f"{hookpost.address}/ui/deliveries")
+    # On past the page that opens the portal, to its overview, still signed in.
+    expect(portal).to_have_url(f"{hookpost.address}/ui/")
     expect(portal.get_by_text("Webhooks of Acme Corp")).to_be_visible()
+    portal.screenshot(path=screenshot_folder / "portal-4-portal-overview.png", full_page=True)
+    portal.get_by_role("link", name="Delivery log").click()
     expect(portal.get_by_role("link", name=acme_delivery)).to_be_visible()
     expect(portal.get_by_role("link", name=globex_delivery)).to_have_count(0)
     expect(portal.get_by_role("link", name="Tenants")).to_have_count(0)
-    portal.screenshot(path=screenshot_folder / "portal-4-portal-log.png", full_page=True)
+    portal.screenshot(path=screenshot_folder / "portal-5-portal-log.png", full_page=True)
 
     portal.get_by_role("link", name=acme_delivery).click()
     expect(portal.locator("section.attempt")).to_have_count(1)
-    portal.screenshot(path=screenshot_folder / "portal-5-portal-delivery.png", full_page=True)
+    portal.screenshot(path=screenshot_folder / "portal-6-portal-delivery.png", full_page=True)
 
     answer = portal.goto(f"{hookpost.address}/ui/tenants/{globex}")
     assert answer is not None and answer.status == 403  # admin pages, as in the API
     answer = portal.goto(f"{hookpost.address}/ui/deliveries/{globex_delivery}")
     assert answer is not None and answer.status == 404
     expect(portal.get_by_role("heading", name="404")).to_be_visible()
-    portal.screenshot(path=screenshot_folder / "portal-6-other-tenant-404.png", full_page=True)
+    portal.screenshot(path=screenshot_folder / "portal-7-other-tenant-404.png", full_page=True)
     assert [text for text in errors if "status of 40" not in text] == []
     portal.context.close()
 
     again, _ = follow_from_another_site(browser, link)
     expect(again.get_by_role("heading", name="This link has expired or was already used")
            ).to_be_visible()
-    again.screenshot(path=screenshot_folder / "portal-7-link-used.png", full_page=True)
+    again.screenshot(path=screenshot_folder / "portal-8-link-used.png", full_page=True)
     assert again.goto(f"{hookpost.address}/ui/deliveries") is not None
     expect(again).to_have_url(f"{hookpost.address}/ui/login")
     again.context.close()
@@ -125,5 +127,5 @@ def test_a_portal_link_opens_its_tenant_only_once_and_expires(
     expired, _ = follow_from_another_site(browser, late)
     expect(expired.get_by_role("heading", name="This link has expired or was already used")
            ).to_be_visible()
-    expired.screenshot(path=screenshot_folder / "portal-8-link-expired.png", full_page=True)
+    expired.screenshot(path=screenshot_folder / "portal-9-link-expired.png", full_page=True)
     expired.context.close()

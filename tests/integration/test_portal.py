@@ -177,9 +177,9 @@ async def test_a_portal_link_opens_its_tenant_only_and_only_once(
     assert session["api_key_id"] == admin.id  # what it writes, the key that made the link owns
 
     home = await api.get("/ui/")
-    assert home.status == 200 and home.url.path == "/ui/deliveries"
-    log = await home.text()
-    assert "Webhooks of <strong>acme</strong>" in log
+    assert home.status == 200 and home.url.path == "/ui/"
+    assert "Webhooks of <strong>acme</strong>" in await home.text()
+    log = await (await api.get("/ui/deliveries")).text()
     assert acme_delivery in log and globex_delivery not in log
     assert "/ui/tenants" not in log  # no admin navigation
     assert (await api.get(f"/ui/deliveries/{acme_delivery}")).status == 200
