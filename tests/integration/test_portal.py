@@ -365,3 +365,32 @@ async def sign_in_as_producer(api: Client, key: str) -> Any:
                             allow_redirects=False)
     assert answer.status == 303
     return await api.get("/ui/tenants")
+
+
+async def test_the_portal_manages_its_tenants_subscriptions_in_the_name_of_the_links_maker(
+    api: Client, keys: Keys, store: Store, pool: asyncpg.Pool,
+    two_tenants: dict[str, tuple[str, str]],
+) -> None:
+    (acme, _), (globex, _) = two_tenants["acme"], two_tenants["globex"]
+    ours = await pool.fetchval("SELECT id FROM subscriptions WHERE tenant_id = $1", acme)
+    theirs = await pool.fetchval("SELECT id FROM subscriptions WHERE tenant_id = $1", globex)
+    producer = await bound_key(api, keys, "producer", acme)
+    await open_link(api, (await portal_link(api, producer, acme))["url"])
+    listed = await (await api.get("/ui/subscriptions")).text()
+    assert ours in listed and theirs not in listed
+    page = await (await api.get(f"/ui/subscriptions/{ours}")).text()
+    assert (await api.get(f"/ui/subscriptions/{theirs}")).status == 404
+
+    paused = await api.post(f"/ui/subscriptions/{ours}/status",
+                            data={"csrf": csrf_of(page), "action": "pause"},
+                            allow_redirects=False)
+    assert paused.status == 303
+    assert await pool.fetchval("SELECT status FROM subscriptions WHERE id = $1", ours) == "paused"
+    tested = await api.post(f"/ui/subscriptions/{ours}/test", data={"csrf": csrf_of(page)},
+                            allow_redirects=False)
+    assert tested.status == 303
+    [link_maker] = [key for key in await store.list_api_keys(10, None)
+                    if key.name == f"producer of {acme}"]
+    producer_of_test = await pool.fetchval(
+        "SELECT producer_key_id FROM events WHERE type = 'webhook.test'")
+    assert producer_of_test == link_maker.id
