@@ -7,7 +7,7 @@ from aiohttp import web
 
 from api.auth import scope
 from api.state import CLOCK, STORE
-from ui.pages import _render, _signed_in, api_roles
+from ui.pages import api_roles, render, signed_in
 
 # The backlog is counted from deliveries, the list from subscriptions: the roles of both.
 READ = tuple(role for role in api_roles("GET", "/v1/deliveries")
@@ -26,12 +26,12 @@ def waited(seconds: float) -> str:
 
 
 async def overview_page(request: web.Request) -> web.Response:
-    session = await _signed_in(request, READ)
+    session = await signed_in(request, READ)
     store = request.config_dict[STORE]
     reach = scope(session.api_key)
     backlog = await store.delivery_gauges(request.config_dict[CLOCK](), reach)
     attention = await store.subscriptions_needing_attention(reach, ATTENTION_LIMIT)
-    return await _render(request, "overview.html", session, backlog=backlog,
+    return await render(request, "overview.html", session, backlog=backlog,
                          oldest_due=waited(backlog.oldest_due_seconds), attention=attention,
                          attention_limit=ATTENTION_LIMIT)
 

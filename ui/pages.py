@@ -53,12 +53,12 @@ REFRESH_SECONDS = 10
 TIME_FILTERS = ("since", "until")
 
 
-def _see_other(location: str) -> web.Response:
+def see_other(location: str) -> web.Response:
     # 303: after a form's POST the browser GETs the page, so a reload does not post again.
     return web.Response(status=303, headers={"Location": location})
 
 
-async def _signed_in(request: web.Request, roles: tuple[Role, ...]) -> UiSession:
+async def signed_in(request: web.Request, roles: tuple[Role, ...]) -> UiSession:
     """The caller's session, if its key has one of `roles` (else 403); with none, the
     browser is sent to sign in."""
     session = await current_session(request)
@@ -68,7 +68,7 @@ async def _signed_in(request: web.Request, roles: tuple[Role, ...]) -> UiSession
     return session
 
 
-async def _acting(request: web.Request, roles: tuple[Role, ...]
+async def acting(request: web.Request, roles: tuple[Role, ...]
                   ) -> tuple[UiSession, dict[str, str]]:
     """The caller's session and the text fields of the form it posted, if the form carries
     the session's CSRF token (else 403) and the key has one of `roles` (else 403)."""
@@ -101,7 +101,7 @@ async def _portal_of(request: web.Request, session: UiSession) -> str | None:
     return session.api_key.tenant_id if tenant is None else tenant.name
 
 
-async def _render(request: web.Request, template: str, session: UiSession | None,
+async def render(request: web.Request, template: str, session: UiSession | None,
                   status: int = 200, **values: Any) -> web.Response:
     context: dict[str, Any] = {"csrf_field": CSRF_FIELD, **values}
     if session is not None:
@@ -117,7 +117,7 @@ async def _render(request: web.Request, template: str, session: UiSession | None
 
 async def login_page(request: web.Request) -> web.Response:
     if await current_session(request) is not None:
-        return _see_other(HOME)
+        return see_other(HOME)
     return await _login_form(request)
 
 
@@ -143,7 +143,7 @@ async def login(request: web.Request) -> web.Response:
     if api_key is None:
         return await _login_form(request, "That API key is not valid (or it has been "
                                  "revoked). Paste the whole key, starting with hp_.", 401)
-    response = _see_other(HOME)
+    response = see_other(HOME)
     await start_session(request, response, api_key)
     return response
 
@@ -151,7 +151,7 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     form = await request.post()
     session = await current_session(request)
-    response = _see_other("/ui/login")
+    response = see_other("/ui/login")
     if session is not None:
         check_csrf(form.get(CSRF_FIELD), session.csrf_token)
         await end_session(request, response)
@@ -162,7 +162,7 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def deliveries_page(request: web.Request) -> web.Response:
-    session = await _signed_in(request, LIST_DELIVERIES)
+    session = await signed_in(request, LIST_DELIVERIES)
     # A GET form sends every field, the ones left empty too: empty means no filter.
     sent = {name: value for name, value in request.query.items() if value.strip()}
     sent.pop("limit", None)
@@ -178,7 +178,7 @@ async def deliveries_page(request: web.Request) -> web.Response:
         query = models.DeliveryQuery.model_validate(asked)
     except ValidationError as error:
         problems = problems_of(error)
-        return await _render(request, "deliveries.html", session, 422, rows=[], filters=sent,
+        return await render(request, "deliveries.html", session, 422, rows=[], filters=sent,
                              statuses=DELIVERY_STATUSES, problems=problems, next_page=None,
                              paged=False, refresh=False, links=links)
     rows, next_cursor = page_of(
@@ -190,33 +190,33 @@ async def deliveries_page(request: web.Request) -> web.Response:
     next_page = None
     if next_cursor is not None:
         next_page = str(request.rel_url.update_query(cursor=next_cursor))
-    return await _render(request, "deliveries.html", session, rows=rows, filters=sent,
+    return await render(request, "deliveries.html", session, rows=rows, filters=sent,
                          statuses=DELIVERY_STATUSES, problems=[], next_page=next_page,
                          paged="cursor" in sent, refresh=refresh, links=links,
                          refresh_seconds=REFRESH_SECONDS)
 
 
 async def delivery_page(request: web.Request) -> web.Response:
-    session = await _signed_in(request, READ_DELIVERY)
+    session = await signed_in(request, READ_DELIVERY)
     store = request.config_dict[STORE]
     delivery = await store.get_delivery(path_id(request, "delivery"), scope(session.api_key))
     if delivery is None:
         raise not_found("delivery")
     attempts = await store.attempts_of_delivery(delivery.id)
-    return await _render(request, "delivery.html", session, delivery=delivery,
+    return await render(request, "delivery.html", session, delivery=delivery,
                          attempts=attempts, redelivered="redelivered" in request.query,
                          may_redeliver=session.api_key.role in REDELIVER)
 
 
 async def redeliver(request: web.Request) -> web.Response:
     """What POST /v1/deliveries/{id}/redeliver does: one more attempt now."""
-    session, _ = await _acting(request, REDELIVER)
+    session, _ = await acting(request, REDELIVER)
     id = path_id(request, "delivery")
     now: datetime = request.config_dict[CLOCK]()
     if not await request.config_dict[STORE].request_redelivery(id, scope(session.api_key),
                                                                 now):
         raise not_found("delivery")
-    return _see_other(f"/ui/deliveries/{id}?redelivered=1")
+    return see_other(f"/ui/deliveries/{id}?redelivered=1")
 
 
 ROUTES = [

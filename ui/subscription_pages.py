@@ -28,7 +28,7 @@ from api.state import CLOCK, STORE
 from hookpost import store as records
 from hookpost.store import UiSession
 from ui.forms import as_body, as_local_field, event_types_of, instant_of, problems_of
-from ui.pages import PAGE_SIZE, _acting, _render, _see_other, _signed_in, api_roles
+from ui.pages import PAGE_SIZE, acting, api_roles, render, see_other, signed_in
 
 LIST = api_roles("GET", "/v1/subscriptions")
 READ = api_roles("GET", "/v1/subscriptions/{id}")
@@ -60,7 +60,7 @@ def done_message(query: Mapping[str, str]) -> str | None:
 
 
 async def subscriptions_page(request: web.Request) -> web.Response:
-    session = await _signed_in(request, LIST)
+    session = await signed_in(request, LIST)
     cursor = request.query.get("cursor")
     after = decode_cursor(cursor)  # a cursor not given out here is a 400 page
     rows, next_cursor = page_of(
@@ -71,7 +71,7 @@ async def subscriptions_page(request: web.Request) -> web.Response:
     next_page = None
     if next_cursor is not None:
         next_page = str(request.rel_url.with_query(cursor=next_cursor))
-    return await _render(request, "subscriptions.html", session, rows=rows,
+    return await render(request, "subscriptions.html", session, rows=rows,
                          next_page=next_page, paged=cursor is not None)
 
 
@@ -99,11 +99,11 @@ async def _subscription_page(request: web.Request, session: UiSession,
         "secret": None,
         **values,
     }
-    return await _render(request, "subscription.html", session, status, **page)
+    return await render(request, "subscription.html", session, status, **page)
 
 
 async def subscription_page(request: web.Request) -> web.Response:
-    session = await _signed_in(request, READ)
+    session = await signed_in(request, READ)
     subscription = await own_subscription(request, session.api_key,
                                           path_id(request, "subscription"))
     return await _subscription_page(request, session, subscription)
@@ -111,12 +111,12 @@ async def subscription_page(request: web.Request) -> web.Response:
 
 def _back(id: str, done: str, **more: str) -> web.Response:
     query = "&".join(f"{name}={value}" for name, value in {"done": done, **more}.items())
-    return _see_other(f"/ui/subscriptions/{id}?{query}")
+    return see_other(f"/ui/subscriptions/{id}?{query}")
 
 
 async def change_status(request: web.Request) -> web.Response:
     """Pause, resume or enable: what PATCH /v1/subscriptions/{id} does with a status."""
-    session, form = await _acting(request, CHANGE)
+    session, form = await acting(request, CHANGE)
     status = STATUS_ACTIONS.get(form.get("action", ""))
     if status is None:
         raise web.HTTPBadRequest(reason="the form asked for no known change of status")
@@ -128,7 +128,7 @@ async def change_status(request: web.Request) -> web.Response:
 
 async def edit(request: web.Request) -> web.Response:
     """What PATCH /v1/subscriptions/{id} does with a url, event types and description."""
-    session, form = await _acting(request, CHANGE)
+    session, form = await acting(request, CHANGE)
     id = path_id(request, "subscription")
     subscription = await own_subscription(request, session.api_key, id)
     fields = {"url": form.get("url", "").strip(),
@@ -147,7 +147,7 @@ async def edit(request: web.Request) -> web.Response:
 
 
 async def send_test(request: web.Request) -> web.Response:
-    session, _ = await _acting(request, TEST)
+    session, _ = await acting(request, TEST)
     subscription = await own_subscription(request, session.api_key,
                                           path_id(request, "subscription"))
     # Posted in the name of a key: for a portal session, the key that made its link.
@@ -157,7 +157,7 @@ async def send_test(request: web.Request) -> web.Response:
 
 async def rotate_secret(request: web.Request) -> web.Response:
     """The new secret, shown on this answer only (never in a URL or a later page)."""
-    session, _ = await _acting(request, ROTATE)
+    session, _ = await acting(request, ROTATE)
     id = path_id(request, "subscription")
     rotated = await rotate_subscription_secret(request, session.api_key, id,
                                                models.RotateSecret())
@@ -175,25 +175,25 @@ def _redelivery_choice(fields: dict[str, str], dry_run: bool) -> models.Redelive
 async def redeliver_failed_page(request: web.Request) -> web.Response:
     """Step one of bulk redelivery: how many failed deliveries a choice matches (a dry
     run, which changes nothing), and a form to confirm it."""
-    session = await _signed_in(request, REDELIVER_FAILED)
+    session = await signed_in(request, REDELIVER_FAILED)
     subscription = await own_subscription(request, session.api_key,
                                           path_id(request, "subscription"))
     fields = {name: request.query.get(name, "") for name in ("since", "event_type")}
     try:
         choice = _redelivery_choice(fields, dry_run=True)
     except ValidationError as error:
-        return await _render(request, "redeliver_failed.html", session, 422,
+        return await render(request, "redeliver_failed.html", session, 422,
                              subscription=subscription, fields=fields,
                              problems=problems_of(error), count=None, choice=None)
     counted = await queue_failed_redeliveries(request, subscription, choice)
-    return await _render(request, "redeliver_failed.html", session,
+    return await render(request, "redeliver_failed.html", session,
                          subscription=subscription, fields=fields, problems=[],
                          count=counted.count, choice=choice)
 
 
 async def redeliver_failed(request: web.Request) -> web.Response:
     """Step two: the confirmed choice is queued, at the API's default rate."""
-    session, form = await _acting(request, REDELIVER_FAILED)
+    session, form = await acting(request, REDELIVER_FAILED)
     subscription = await own_subscription(request, session.api_key,
                                           path_id(request, "subscription"))
     try:

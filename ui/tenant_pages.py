@@ -21,8 +21,7 @@ from api.routes import path_id
 from api.state import CLOCK, STORE
 from hookpost import store as records
 from hookpost.store import Scope, UiSession
-from ui.pages import PAGE_SIZE, _render, _see_other, _signed_in, api_roles
-from ui.sessions import CSRF_FIELD, check_csrf, current_session
+from ui.pages import PAGE_SIZE, acting, api_roles, render, signed_in
 
 LIST_TENANTS = api_roles("GET", "/v1/tenants")
 READ_TENANT = api_roles("GET", "/v1/tenants/{id}")
@@ -39,13 +38,13 @@ def _next_page(path: str, cursor: str | None) -> str | None:
 
 
 async def tenants_page(request: web.Request) -> web.Response:
-    session = await _signed_in(request, LIST_TENANTS)
+    session = await signed_in(request, LIST_TENANTS)
     store = request.config_dict[STORE]
     cursor = request.query.get("cursor") or None
     rows, next_cursor = page_of(
         await store.list_tenants(PAGE_SIZE + 1, decode_cursor(cursor)), PAGE_SIZE)
     counts = await store.tenant_counts([tenant.id for tenant in rows])
-    return await _render(request, "tenants.html", session, rows=rows, counts=counts,
+    return await render(request, "tenants.html", session, rows=rows, counts=counts,
                          next_page=_next_page("/ui/tenants", next_cursor), paged=cursor is not None)
 
 
@@ -75,11 +74,11 @@ async def _tenant_page(request: web.Request, session: UiSession, tenant: records
         "default_lifetime": models.PortalLinkCreate().expires_in_seconds,
         "may_make_link": session.api_key.role in MAKE_PORTAL_LINK, "link": None,
     }
-    return await _render(request, "tenant.html", session, status, **{**context, **values})
+    return await render(request, "tenant.html", session, status, **{**context, **values})
 
 
 async def tenant_page(request: web.Request) -> web.Response:
-    session = await _signed_in(request, READ_TENANT)
+    session = await signed_in(request, READ_TENANT)
     return await _tenant_page(request, session, await _named_tenant(request))
 
 
@@ -97,12 +96,7 @@ def _link_request(sent: object) -> models.PortalLinkCreate:
 
 async def make_link(request: web.Request) -> web.Response:
     """What POST /v1/tenants/{id}/portal-link does; the tenant's page shows the link once."""
-    form = await request.post()
-    session = await current_session(request)
-    if session is None:
-        return _see_other("/ui/login")
-    check_csrf(form.get(CSRF_FIELD), session.csrf_token)
-    check_role(session.api_key, *MAKE_PORTAL_LINK)
+    session, form = await acting(request, MAKE_PORTAL_LINK)
     check_role(session.api_key, *READ_TENANT)  # the page it answers with shows the tenant
     tenant = await _named_tenant(request)
     refusal = portal_refusal(session.api_key, tenant.id)
