@@ -13,6 +13,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel
 
+from hookpost import stats
 from hookpost.database import ACQUIRE_TIMEOUT, DATABASE_DOWN
 from hookpost.ids import first_id_at
 from hookpost.queries import QUERIES as QUERIES
@@ -539,6 +540,23 @@ class Store:
             records, now,
         )
         return {row["id"]: row["disable_reason"] for row in rows}
+
+    # Statistics
+
+    async def attempt_stats(self, scope: str, now: datetime) -> list[stats.StatsRow]:
+        """The rollup rows a statistics report at `now` reads (see stats.report), of one
+        subscription's or tenant's id, or of everything (stats.EVERYTHING)."""
+        first_minute, first_hour = stats.oldest_periods(now)
+        rows = await _fetch(self.pool, QUERIES["attempt_stats"], scope, first_minute, first_hour)
+        return [stats.StatsRow(row["grain"], row["period_start"], stats.Counts(
+            row["succeeded"], row["retried"], row["failed"], tuple(row["latency"])))
+            for row in rows]
+
+    async def delete_old_attempt_stats(self, grain: stats.Grain, cutoff: datetime,
+                                       batch: int) -> int:
+        status = await _execute(self.pool, QUERIES["delete_old_attempt_stats"], grain, cutoff,
+                                batch)
+        return int(status.split()[-1])
 
     # Maintenance
 
