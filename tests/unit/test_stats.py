@@ -3,6 +3,7 @@ checks, as tables."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,7 +39,7 @@ def test_schema_sql_buckets_latencies_by_the_same_bounds() -> None:
 
 def test_bounds_rise_from_zero() -> None:
     assert LATENCY_BOUNDS[0] == 0
-    assert all(a < b for a, b in zip(LATENCY_BOUNDS, LATENCY_BOUNDS[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(LATENCY_BOUNDS))
 
 
 @pytest.mark.parametrize(("duration_ms", "bucket"), [
