@@ -181,11 +181,12 @@ def oldest_periods(now: datetime) -> tuple[datetime, datetime]:
 
 def by_period(rows: Iterable[StatsRow], grain: Grain) -> dict[datetime, Counts]:
     """The counts of every period of `grain`, summed over the writers of its rows."""
-    summed: dict[datetime, Counts] = {}
+    written: dict[datetime, list[Counts]] = {}
     for row in rows:
         if row.grain == grain:
-            summed[row.period_start] = summed.get(row.period_start, Counts()) + row.counts
-    return summed
+            written.setdefault(row.period_start, []).append(row.counts)
+    return {start: many[0] if len(many) == 1 else add_up(many)
+            for start, many in written.items()}
 
 
 def fill(counted: dict[datetime, Counts], starts: Sequence[datetime]) -> list[Point]:
