@@ -465,7 +465,7 @@ class StatsPoint(StatsSummary):
 
 class StatsTotals(BaseModel):
     hour: StatsSummary = Field(description="The last 60 minutes, this one so far.")
-    day: StatsSummary = Field(description="The last 1,440 minutes, this one so far.")
+    day: StatsSummary = Field(description="The last 24 hours, this one so far.")
     week: StatsSummary = Field(description="The last 168 hours, this one so far.")
 
 

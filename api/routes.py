@@ -527,8 +527,9 @@ def stats_answer(scope: str, now: datetime, report: stats.Report) -> models.Stat
 async def _stats_response(request: web.Request, scope: str, query: models.StatsQuery
                           ) -> web.Response:
     now = request.app[CLOCK]()
-    rows = await request.app[STORE].attempt_stats(scope, now)
-    report = stats.report(rows, now, query.window, query.series_interval)
+    interval = query.series_interval
+    rows = await request.app[STORE].attempt_stats(scope, now, query.window, interval)
+    report = stats.report(rows, now, query.window, interval)
     return model_response(stats_answer(scope, now, report))
 
 

@@ -795,8 +795,8 @@ async def stats_latency(plan: Plan, postgres: Postgres, receiver: Receiver) -> d
         prune_seconds = time.monotonic() - began
         await store.pool.execute("VACUUM ANALYZE attempt_stats")
         await store.pool.execute("CHECKPOINT")
-        stored, rollups, rollup_bytes = tuple(await store.pool.fetchrow(QUERIES["stats_loaded"])
-                                              or (0, 0, 0))
+        stored, rollups, row_bytes, rollup_bytes = tuple(
+            await store.pool.fetchrow(QUERIES["stats_loaded"]) or (0, 0, 0, 0))
     assert stored == attempts, f"{stored} attempts stored of {attempts}"
     port = free_port()
     api = await api_process(url, port)
@@ -827,7 +827,9 @@ async def stats_latency(plan: Plan, postgres: Postgres, receiver: Receiver) -> d
     return {"attempts": attempts, "subscriptions": STATS_SUBSCRIPTIONS,
             "tenants": STATS_TENANTS, "load_seconds": load_seconds,
             "rollups_pruned": pruned, "prune_seconds": prune_seconds, "rollups": rollups,
-            "rollup_mb": rollup_bytes / 2**20, "calls_each": plan.stats_calls,
+            # On disk, with the space of the rows pruned (not yet reused), and per row.
+            "rollup_mb": rollup_bytes / 2**20, "rollup_row_bytes": float(row_bytes),
+            "calls_each": plan.stats_calls,
             "worst_p99_ms": max(call["p99_ms"] for call in calls.values()), "calls": calls}
 
 
@@ -1021,9 +1023,9 @@ def markdown(report: dict[str, Any]) -> str:
     run = raw["stats"]
     lines += ["", f"Statistics with {run['attempts']:,} attempts over a week ("
               f"{run['subscriptions']:,} subscriptions in {run['tenants']} tenants; recorded "
-              f"in {run['load_seconds']:.0f} s, {run['rollups']:,} rollup rows, "
-              f"{run['rollup_mb']:.0f} MB, kept): {run['calls_each']} calls of each, p50 / p99 "
-              "ms:", ""]
+              f"in {run['load_seconds']:.0f} s; {run['rollups']:,} rollup rows kept, "
+              f"{run['rollup_row_bytes']:.0f} bytes each): {run['calls_each']} calls of each, "
+              "p50 / p99 ms:", ""]
     lines += [f"- {name}: {call['p50_ms']:.1f} / {call['p99_ms']:.1f}"
               for name, call in run["calls"].items()]
     return "\n".join(lines) + "\n"

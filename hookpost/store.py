@@ -543,10 +543,11 @@ class Store:
 
     # Statistics
 
-    async def attempt_stats(self, scope: str, now: datetime) -> list[stats.StatsRow]:
-        """The rollup rows a statistics report at `now` reads (see stats.report), of one
-        subscription's or tenant's id, or of everything (stats.EVERYTHING)."""
-        first_minute, first_hour = stats.oldest_periods(now)
+    async def attempt_stats(self, scope: str, now: datetime, window: stats.Window,
+                            interval: stats.Grain | None = None) -> list[stats.StatsRow]:
+        """The rollup rows that stats.report reads at `now` for `window` per `interval`, of
+        one subscription's or tenant's id, or of everything (stats.EVERYTHING)."""
+        first_minute, first_hour = stats.oldest_periods(now, window, interval)
         rows = await _fetch(self.pool, QUERIES["attempt_stats"], scope, first_minute, first_hour)
         return [stats.StatsRow(row["grain"], row["period_start"], stats.Counts(
             row["succeeded"], row["retried"], row["failed"], tuple(row["latency"])))
