@@ -528,20 +528,3 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         1000, 1500, 2000, 2500, 3500, 5000, 7000, 10000, 15000, 20000, 25000, 35000, 50000,
         70000])
 $$;
-
--- Counts per latency bucket from buckets $1[i] holding $2[i] attempts each: one element per
--- bucket up to the slowest one counted.
-CREATE OR REPLACE FUNCTION latency_histogram(buckets integer[], counts bigint[])
-RETURNS integer[]
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT array_agg(coalesce(c.count, 0)::integer ORDER BY bucket)
-    FROM generate_series(1, (SELECT max(b) FROM unnest(buckets) AS b)) AS bucket
-    LEFT JOIN unnest(buckets, counts) AS c (bucket, count) USING (bucket)
-$$;
-
--- Two histograms added bucket by bucket; the shorter one has nothing in its missing buckets.
-CREATE OR REPLACE FUNCTION add_latencies(a integer[], b integer[]) RETURNS integer[]
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT array_agg(coalesce(x, 0) + coalesce(y, 0) ORDER BY n)
-    FROM unnest(a, b) WITH ORDINALITY AS pair (x, y, n)
-$$;
