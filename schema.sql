@@ -530,3 +530,34 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Delivery statistics, kept up to date by record_attempts as attempts are recorded, so
+-- reading them never scans attempts: per scope (a subscription's id, a tenant's id, or '*'
+-- for everything) and per minute or hour, the attempts by outcome and by latency bucket
+-- (latency[i] counts the attempts in bucket i of latency_bucket(); trailing empty buckets
+-- are left out). Each connection that records adds to rows of its own (writer, its backend
+-- pid), so the '*' and tenant rows every record batch touches never make two dispatchers
+-- wait on each other's row lock; readers sum a period's rows. Retention deletes minute rows
+-- after 2 days and hour rows after 8 (hookpost/stats.py KEPT).
+CREATE TABLE IF NOT EXISTS attempt_stats (
+    scope        text NOT NULL,
+    grain        text NOT NULL CHECK (grain IN ('minute', 'hour')),
+    period_start timestamptz NOT NULL,
+    writer       integer NOT NULL,
+    succeeded    integer NOT NULL,
+    retried      integer NOT NULL,
+    failed       integer NOT NULL,
+    latency      integer[] NOT NULL,
+    PRIMARY KEY (scope, grain, period_start, writer)
+);
+CREATE INDEX IF NOT EXISTS attempt_stats_by_age ON attempt_stats (grain, period_start);
+
+-- The latency bucket (from 1) of an attempt of `duration_ms`: bucket i holds durations from
+-- the i-th lower bound up to the next. The bounds are hookpost/stats.py LATENCY_BOUNDS.
+CREATE OR REPLACE FUNCTION latency_bucket(duration_ms integer) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT width_bucket(greatest(duration_ms, 0), ARRAY[
+        0, 1, 2, 3, 4, 5, 7, 10, 15, 20, 25, 35, 50, 70, 100, 150, 200, 250, 350, 500, 700,
+        1000, 1500, 2000, 2500, 3500, 5000, 7000, 10000, 15000, 20000, 25000, 35000, 50000,
+        70000])
+$$;

@@ -16,6 +16,8 @@ from pydantic import (
     model_validator,
 )
 
+from hookpost import stats
+
 EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 # '*', an exact type, or 'prefix.*' matching every type that starts with 'prefix.'.
 EVENT_FILTER_PATTERN = r"^(\*|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*(\.\*)?)$"
@@ -426,3 +428,74 @@ class ApiKey(ApiKeyBase):
 class ApiKeyPage(BaseModel):
     data: list[ApiKey]
     next_cursor: str | None
+
+
+# Statistics
+
+
+class StatsQuery(BaseModel):
+    """Which chart series a statistics answer carries, read from the query string."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_absent_not_null)
+
+    window: stats.Window = Field(default="day", description="The time the series covers, "
+                                 "up to now: the last hour, day or week.")
+    interval: stats.Grain | None = Field(
+        default=None, description="One point per minute or per hour; by default per minute "
+        "over an hour, per hour over a day or a week. Per minute covers at most a day.")
+
+    @model_validator(mode="after")
+    def _drawable(self) -> StatsQuery:
+        problem = stats.series_problem(self.window, self.series_interval)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def series_interval(self) -> stats.Grain:
+        return self.interval or stats.default_interval(self.window)
+
+
+class LatencyPercentiles(BaseModel):
+    """Attempt durations in ms, estimated from buckets about 1.4 times apart; null
+    without attempts."""
+
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class StatsSummary(BaseModel):
+    attempts: int
+    succeeded: int
+    retried: int = Field(description="Attempts that failed and are to be retried.")
+    failed: int = Field(description="Attempts that failed for good.")
+    success_rate: float | None = Field(
+        description="The share of attempts that succeeded, 0 to 1; null without attempts.")
+    latency_ms: LatencyPercentiles
+
+
+class StatsPoint(StatsSummary):
+    start: datetime = Field(description="The period begins here and lasts one interval.")
+
+
+class StatsTotals(BaseModel):
+    hour: StatsSummary = Field(description="The last 60 minutes, this one so far.")
+    day: StatsSummary = Field(description="The last 24 hours, this one so far.")
+    week: StatsSummary = Field(description="The last 168 hours, this one so far.")
+
+
+class StatsSeries(BaseModel):
+    window: stats.Window
+    interval: stats.Grain
+    points: list[StatsPoint] = Field(
+        description="Every period of the window, oldest first, the current one last; "
+                    "periods without attempts are there with zero counts.")
+
+
+class Stats(BaseModel):
+    scope: str = Field(description="The subscription's id, the tenant's id, or * for every "
+                                   "attempt.")
+    as_of: datetime
+    totals: StatsTotals
+    series: StatsSeries

@@ -32,7 +32,7 @@ from api.state import CLOCK, INGEST, SETTINGS, STORE
 from api.tenancy import TENANT_CACHE, tenant_to_write
 from dispatcher.destinations import check_destination
 from dispatcher.signing import new_secret
-from hookpost import __version__, metrics
+from hookpost import __version__, metrics, stats
 from hookpost import store as records
 from hookpost.ids import new_id
 
@@ -554,6 +554,68 @@ async def revoke_api_key(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# Statistics
+
+
+def _summary(summary: stats.Summary) -> dict[str, Any]:
+    latency = summary.latency_ms
+    return {"attempts": summary.attempts, "succeeded": summary.succeeded,
+            "retried": summary.retried, "failed": summary.failed,
+            "success_rate": summary.success_rate,
+            "latency_ms": {"p50": latency.p50, "p95": latency.p95, "p99": latency.p99}}
+
+
+def stats_answer(scope: str, now: datetime, report: stats.Report) -> models.Stats:
+    """The API's answer of a statistics report (stats.report) of `scope` at `now`."""
+    return models.Stats.model_validate({
+        "scope": scope, "as_of": now,
+        "totals": {span: _summary(summary) for span, summary in report.totals.items()},
+        "series": {"window": report.window, "interval": report.interval,
+                   "points": [{"start": point.start, **_summary(point.summary)}
+                              for point in report.series]},
+    })
+
+
+async def _stats_response(request: web.Request, scope: str, query: models.StatsQuery
+                          ) -> web.Response:
+    now = request.app[CLOCK]()
+    interval = query.series_interval
+    rows = await request.app[STORE].attempt_stats(scope, now, query.window, interval)
+    report = stats.report(rows, now, query.window, interval)
+    return model_response(stats_answer(scope, now, report))
+
+
+async def subscription_stats(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
+    query = _query(request, models.StatsQuery)
+    subscription = await _own_subscription(request, caller)
+    return await _stats_response(request, subscription.id, query)
+
+
+def reaches_tenant(reach: records.Scope, tenant_id: str) -> bool:
+    """Whether a caller of scope `reach` sees every subscription of a tenant, and so its
+    statistics: not a key that sees only the subscriptions it made."""
+    return reach.owner_key_id is None and reach.tenant_id in (None, tenant_id)
+
+
+async def tenant_stats(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    caller = await authorize(request, store, Role.SUBSCRIBER, Role.ADMIN)
+    query = _query(request, models.StatsQuery)
+    tenant = await _named_tenant(request)
+    if not reaches_tenant(scope(caller), tenant.id):
+        raise not_found("tenant")
+    return await _stats_response(request, tenant.id, query)
+
+
+async def overall_stats(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    await authorize(request, store, Role.ADMIN)
+    query = _query(request, models.StatsQuery)
+    return await _stats_response(request, stats.EVERYTHING, query)
+
+
 # Liveness
 
 
@@ -639,6 +701,17 @@ OPERATIONS = [
     Operation("POST", "/v1/deliveries/{id}/redeliver", redeliver,
               "Make one more attempt now", _OWNER, response=models.DeliverySummary,
               status=202),
+    Operation("GET", "/v1/subscriptions/{id}/stats", subscription_stats,
+              "Delivery statistics of a subscription: attempts by outcome, success rate and "
+              "latency percentiles of the last hour, day and week, and a chart series",
+              _OWNER, response=models.Stats, query=models.StatsQuery),
+    Operation("GET", "/v1/tenants/{id}/stats", tenant_stats,
+              "Delivery statistics of a tenant (by id or uid), as for a subscription; a "
+              "subscriber key bound to the tenant may read them", _OWNER,
+              response=models.Stats, query=models.StatsQuery),
+    Operation("GET", "/v1/stats", overall_stats,
+              "Delivery statistics of every attempt, as for a subscription", _ADMIN,
+              response=models.Stats, query=models.StatsQuery),
     *PROBES,
     Operation("GET", "/openapi.json", openapi_document, "This document", document=False),
 ]

@@ -38,8 +38,10 @@ from pgqueuer import Queries
 from api.auth import Role, create_key
 from bench import pgqueuer_sender
 from bench.loadgen import event_body, percentile
+from dispatcher.maintenance import Maintenance
 from dispatcher.signing import new_secret, signature_header
 from hookpost.database import create_pool, migrate, start_embedded
+from hookpost.settings import Settings
 from hookpost.store import QUERIES as HOOKPOST_QUERIES
 from hookpost.store import Store, load_queries
 
@@ -53,6 +55,9 @@ NOISY_BACKLOG = 300  # due deliveries each hanging endpoint starts with
 STORM_DOWN_SECONDS = 4.0  # at most; shorter than the first retry wait (5 s)
 STORM_DELAY_MS = 20  # what each request takes the recovered endpoint
 STORM_LIMITS = {"max_concurrency": 4, "rate_limit": 50}
+STATS_TENANTS, STATS_SUBSCRIPTIONS = 50, 1000
+STATS_CHUNK = 100_000  # attempts per record statement while loading
+STATS_QUERIES = ("window=hour", "window=day", "window=day&interval=minute", "window=week")
 STARTED = time.monotonic()
 
 
@@ -74,15 +79,19 @@ class Plan:
     storm_runs: tuple[tuple[int, bool], ...]  # (dispatchers, with the subscription's limits)
     storm_backlog: int
     tenant_cases: tuple[tuple[str, int, int], ...]  # (case, tenants, subscriptions of each)
+    stats_attempts: int  # attempts stored before the stats endpoints are timed
+    stats_calls: int  # timed calls of each endpoint and window
 
 
 FULL = Plan(False, 2, 10, 30_000, 10, 20, 1000, 10, (10_000, 1_000_000), (10_000, 10_000_000),
             ((0, 1), (10, 1), (40, 1), (200, 1), (200, 2)), 30, 10,
             ((1, False), (2, False), (2, True)), 3_000,
-            (("alone", 1, 1), ("many_tenants", 10_000, 10), ("many_types", 1, 10_000)))
+            (("alone", 1, 1), ("many_tenants", 10_000, 10), ("many_types", 1, 10_000)),
+            10_000_000, 200)
 QUICK = Plan(True, 1, 3, 3_000, 3, 5, 1000, 0, (1_000, 20_000), (1_000, 100_000),
              ((0, 1), (10, 1)), 6, 3, ((1, False), (2, True)), 300,
-             (("alone", 1, 1), ("many_tenants", 1_000, 10), ("many_types", 1, 1_000)))
+             (("alone", 1, 1), ("many_tenants", 1_000, 10), ("many_types", 1, 1_000)),
+             100_000, 20)
 MOST_DELIVERIES = 120_000  # keeps the Celery rounds, at a seventh of the speed, in time
 
 
@@ -757,6 +766,73 @@ async def claim_latency(plan: Plan, postgres: Postgres, receiver: Receiver,
             sorted(timings)[int(0.9 * len(timings))]}
 
 
+async def stats_latency(plan: Plan, postgres: Postgres, receiver: Receiver) -> dict[str, Any]:
+    """`plan.stats_attempts` attempts spread over the last week, across 1,000 subscriptions
+    in 50 tenants, recorded through hookpost's own record statement (so its rollups are
+    built as the dispatcher builds them), the rollups past retention pruned; then the
+    three stats endpoints, each window, timed over HTTP against one `hookpost api`."""
+    url = await postgres.fresh()
+    attempts = plan.stats_attempts
+    deliveries = max(1, attempts // STATS_SUBSCRIPTIONS // 10)  # ten attempts each
+    week_end = datetime.now(UTC)
+    async with store_of(url) as store:
+        key, admin = await create_key(store, Role.ADMIN, "bench")
+        await store.ensure_attempts_partitions((week_end - timedelta(days=8)).date(),
+                                               (week_end + timedelta(days=1)).date())
+        await store.pool.execute(QUERIES["stats_tenants_and_subscriptions"], STATS_TENANTS,
+                                 STATS_SUBSCRIPTIONS, admin.id, receiver.base, deliveries)
+        await store.pool.execute(QUERIES["stats_record_function"])
+        began = time.monotonic()
+        for first in range(0, attempts, STATS_CHUNK):
+            await store.pool.execute(
+                QUERIES["stats_record_attempts"], HOOKPOST_QUERIES["record_attempts"], first,
+                min(STATS_CHUNK, attempts - first), attempts, STATS_SUBSCRIPTIONS, deliveries,
+                week_end)
+        load_seconds = time.monotonic() - began
+        say(f"stats: {attempts:,} attempts recorded in {load_seconds:.0f} s")
+        began = time.monotonic()
+        pruned = await Maintenance(store, Settings(database_url=url)).prune_stats()
+        prune_seconds = time.monotonic() - began
+        await store.pool.execute("VACUUM ANALYZE attempt_stats")
+        await store.pool.execute("CHECKPOINT")
+        stored, rollups, row_bytes, rollup_bytes = tuple(
+            await store.pool.fetchrow(QUERIES["stats_loaded"]) or (0, 0, 0, 0))
+    assert stored == attempts, f"{stored} attempts stored of {attempts}"
+    port = free_port()
+    api = await api_process(url, port)
+    paths = {"subscription": "/v1/subscriptions/sub_stats_0/stats",
+             "tenant": "/v1/tenants/ten_stats_0/stats", "everything": "/v1/stats"}
+    timings: dict[str, list[float]] = {f"{scope} {query}": [] for scope in paths
+                                       for query in STATS_QUERIES}
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as client:
+            for number in range(plan.stats_calls + 1):  # the first round warms up
+                for scope, path in paths.items():
+                    for query in STATS_QUERIES:
+                        began = time.perf_counter()
+                        async with client.get(f"http://127.0.0.1:{port}{path}?{query}") as answer:
+                            body = await answer.json()
+                        took = (time.perf_counter() - began) * 1000
+                        assert answer.status == 200, body
+                        if number:
+                            timings[f"{scope} {query}"].append(took)
+                        if scope == "everything" and query == "window=week" and not number:
+                            week = body["totals"]["week"]["attempts"]
+                            assert 0.9 * attempts <= week <= attempts, week
+    finally:
+        stop(api)
+    calls = {name: {"p50_ms": percentile(times, 0.5),
+                    "p99_ms": percentile(times, 0.99), "max_ms": max(times)}
+             for name, times in timings.items()}
+    return {"attempts": attempts, "subscriptions": STATS_SUBSCRIPTIONS,
+            "tenants": STATS_TENANTS, "load_seconds": load_seconds,
+            "rollups_pruned": pruned, "prune_seconds": prune_seconds, "rollups": rollups,
+            # On disk, with the space of the rows pruned (not yet reused), and per row.
+            "rollup_mb": rollup_bytes / 2**20, "rollup_row_bytes": float(row_bytes),
+            "calls_each": plan.stats_calls,
+            "worst_p99_ms": max(call["p99_ms"] for call in calls.values()), "calls": calls}
+
+
 # Report
 
 
@@ -834,6 +910,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
          storm_limited(raw, "peak_in_flight"), "<= 4", -4.0),
         ("storm with limits, 2 dispatchers: peak req/s after the first second",
          storm_limited(raw, "peak_per_second_after_first"), "<= 55", -55.0),
+        (f"stats at {raw['stats']['attempts']:,} attempts: slowest p99 ms",
+         raw["stats"]["worst_p99_ms"], "< 50", -50.0),
     ]
     table = []
     for name, value, target, bound in checks:
@@ -942,11 +1020,19 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{run['peak_rss_mb']:.0f} MB.")
     for run in raw["claim"]:
         lines.append(f"Claim of 100 with {run['rows']:,} rows: median {run['median_ms']:.2f} ms.")
+    run = raw["stats"]
+    lines += ["", f"Statistics with {run['attempts']:,} attempts over a week ("
+              f"{run['subscriptions']:,} subscriptions in {run['tenants']} tenants; recorded "
+              f"in {run['load_seconds']:.0f} s; {run['rollups']:,} rollup rows kept, "
+              f"{run['rollup_row_bytes']:.0f} bytes each): {run['calls_each']} calls of each, "
+              "p50 / p99 ms:", ""]
+    lines += [f"- {name}: {call['p50_ms']:.1f} / {call['p99_ms']:.1f}"
+              for name, call in run["calls"].items()]
     return "\n".join(lines) + "\n"
 
 
 SCENARIOS = ("limit", "hookpost_1", "celery", "pgqueuer", "hookpost_2", "ingest", "tenants",
-             "end_to_end", "noisy", "storm", "memory", "claim")
+             "end_to_end", "noisy", "storm", "memory", "claim", "stats")
 
 
 async def run(plan: Plan, only: set[str]) -> dict[str, Any]:
@@ -1010,6 +1096,10 @@ async def run(plan: Plan, only: set[str]) -> dict[str, Any]:
             say(f"claim latency with {rows:,} rows ...")
             raw["claim"].append(await claim_latency(plan, postgres, receiver, rows))
             say(f"claim latency: {raw['claim'][-1]}")
+        if "stats" in only:
+            say("stats latency ...")
+            raw["stats"] = await stats_latency(plan, postgres, receiver)
+            say(f"stats: {raw['stats']}")
         version = await _postgres_version(postgres.url)
     finally:
         stop(receiver.process)

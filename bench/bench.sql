@@ -96,3 +96,66 @@ SELECT (SELECT count(*) FROM subscriptions) AS subscriptions,
 
 -- name: bench_tenant_fan_out --
 SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM deliveries) AS deliveries;
+
+-- name: stats_tenants_and_subscriptions --
+-- $1 tenants ten_stats_0.. and $2 subscriptions sub_stats_0.. (subscription s in tenant
+-- s mod $1), owned by key $3, to the receiver at $4, each with one event evt_stats_<tenant>
+-- and $5 deliveries dlv_stats_<s>_0.. of it, finished long ago.
+WITH tenants AS (
+    INSERT INTO tenants (id, name, uid)
+    SELECT 'ten_stats_' || t, 'stats ' || t, 'stats_' || t FROM generate_series(0, $1 - 1) AS t
+), subscriptions AS (
+    INSERT INTO subscriptions (id, tenant_id, owner_key_id, url, event_types, secret)
+    SELECT 'sub_stats_' || s, 'ten_stats_' || s % $1, $3, $4 || '/stats/s' || s,
+           ARRAY['bench.stats'], 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
+    FROM generate_series(0, $2 - 1) AS s
+), events AS (
+    INSERT INTO events (id, tenant_id, type, payload, producer_key_id, created_at)
+    SELECT 'evt_stats_' || t, 'ten_stats_' || t, 'bench.stats', '\x7b7d', $3, now()
+    FROM generate_series(0, $1 - 1) AS t
+)
+INSERT INTO deliveries
+    (id, tenant_id, event_id, subscription_id, status, attempt_count, scheduled_attempts,
+     created_at, updated_at)
+SELECT 'dlv_stats_' || s || '_' || k, 'ten_stats_' || s % $1, 'evt_stats_' || s % $1,
+       'sub_stats_' || s, 'succeeded', 1, 1, now(), now()
+FROM generate_series(0, $2 - 1) AS s, generate_series(0, $5 - 1) AS k;
+
+-- name: stats_record_function --
+-- Records attempts first .. first + count - 1 of `total` spread evenly over the week before
+-- `week_end`, through hookpost's own record statement (`record`, the text of record_attempts
+-- in queries.sql): attempt n goes to subscription sub_stats_<n mod subscriptions>, to one
+-- of its deliveries, 90% succeed, 7% are retried and 3% fail, taking 1 ms to 3 s
+-- (log-uniform).
+CREATE FUNCTION bench_record_attempts(record text, first bigint, count bigint, total bigint,
+                                      subscriptions integer, deliveries integer,
+                                      week_end timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    records attempt_record_v1[];
+BEGIN
+    SELECT array_agg(ROW(
+        'dlv_stats_' || n % subscriptions || '_' || (n / subscriptions) % deliveries,
+        'sub_stats_' || n % subscriptions, 'lease_bench', 1, 'scheduled',
+        week_end - interval '7 days' + (n::float8 / total) * interval '7 days',
+        floor(exp(random() * ln(3000)))::integer,
+        CASE WHEN chance < 0.90 THEN 200 WHEN chance < 0.97 THEN 500 ELSE 400 END,
+        NULL, NULL, CASE WHEN chance < 0.90 THEN NULL ELSE 'http' END, NULL, false,
+        CASE WHEN chance < 0.90 THEN 'succeeded' WHEN chance < 0.97 THEN 'retry'
+             ELSE 'failed' END,
+        false, 'succeeded', NULL, 1, false, NULL, NULL)::attempt_record_v1)
+    INTO records
+    FROM (SELECT n, random() AS chance FROM generate_series(first, first + count - 1) AS n)
+         AS roll;
+    EXECUTE record USING records, now();
+END
+$$;
+
+-- name: stats_record_attempts --
+SELECT bench_record_attempts($1, $2, $3, $4, $5, $6, $7);
+
+-- name: stats_loaded --
+SELECT (SELECT count(*) FROM attempts) AS attempts,
+       (SELECT count(*) FROM attempt_stats) AS rollups,
+       (SELECT avg(pg_column_size(s.*)) FROM attempt_stats s) AS rollup_row_bytes,
+       pg_total_relation_size('attempt_stats') AS rollup_bytes;

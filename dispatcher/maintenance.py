@@ -1,6 +1,6 @@
-"""Maintenance jobs of the dispatcher process: attempt partitions and retention, disabling
-subscriptions that keep failing, and the backlog gauges. Each is safe to run in several
-dispatcher processes at once."""
+"""Maintenance jobs of the dispatcher process: attempt partitions and retention, statistics
+retention, disabling subscriptions that keep failing, and the backlog gauges. Each is safe
+to run in several dispatcher processes at once."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from hookpost import metrics
+from hookpost import metrics, stats
 from hookpost.clock import Clock, utcnow
 from hookpost.database import DATABASE_DOWN
 from hookpost.settings import Settings, format_duration
@@ -45,6 +45,19 @@ class Maintenance:
             pass
         if dropped:
             log.info("dropped %d attempt partitions older than %s", dropped, cutoff.isoformat())
+
+    async def prune_stats(self) -> int:
+        """Delete statistics rollups past what any window reads (stats.KEPT)."""
+        now = self.clock()
+        total = 0
+        for grain, kept in stats.KEPT.items():
+            while True:
+                deleted = await self.store.delete_old_attempt_stats(grain, now - kept,
+                                                                    DELETE_BATCH)
+                total += deleted
+                if deleted < DELETE_BATCH:
+                    break
+        return total
 
     async def forget_expired_sends(self) -> None:
         """Drop the in-flight counts of sends whose lease expired (a dispatcher died)."""
@@ -93,6 +106,7 @@ class Maintenance:
     async def run_all(self) -> None:
         await self.keep_partitions()
         await self.prune_events()
+        await self.prune_stats()
         await self.forget_expired_sends()
         await self.disable_failing()
         await self.refresh_gauges()
@@ -104,6 +118,7 @@ class Maintenance:
         jobs = [
             (self.keep_partitions, every),
             (self.prune_events, every),
+            (self.prune_stats, every),
             (self.forget_expired_sends, every),
             (self.disable_failing, every),
             (self.refresh_gauges, self.settings.gauges_interval.total_seconds()),

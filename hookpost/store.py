@@ -13,6 +13,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel
 
+from hookpost import stats
 from hookpost.database import ACQUIRE_TIMEOUT, DATABASE_DOWN
 from hookpost.ids import first_id_at
 from hookpost.queries import QUERIES as QUERIES
@@ -597,6 +598,24 @@ class Store:
             records, now,
         )
         return {row["id"]: row["disable_reason"] for row in rows}
+
+    # Statistics
+
+    async def attempt_stats(self, scope: str, now: datetime, window: stats.Window,
+                            interval: stats.Grain | None = None) -> list[stats.StatsRow]:
+        """The rollup rows that stats.report reads at `now` for `window` per `interval`, of
+        one subscription's or tenant's id, or of everything (stats.EVERYTHING)."""
+        first_minute, first_hour = stats.oldest_periods(now, window, interval)
+        rows = await _fetch(self.pool, QUERIES["attempt_stats"], scope, first_minute, first_hour)
+        return [stats.StatsRow(row["grain"], row["period_start"], stats.Counts(
+            row["succeeded"], row["retried"], row["failed"], tuple(row["latency"])))
+            for row in rows]
+
+    async def delete_old_attempt_stats(self, grain: stats.Grain, cutoff: datetime,
+                                       batch: int) -> int:
+        status = await _execute(self.pool, QUERIES["delete_old_attempt_stats"], grain, cutoff,
+                                batch)
+        return int(status.split()[-1])
 
     # Maintenance
 

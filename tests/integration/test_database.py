@@ -223,6 +223,9 @@ async def test_a_database_made_before_fair_dispatch_is_brought_over_and_delivers
     await post_event(api, admin)
     await make_dispatcher(store, settings).run(until_idle=True)
     assert len(receiver.requests) == 1
+    # Its attempts count in the statistics it did not have.
+    assert await store.pool.fetchval(
+        "SELECT sum(succeeded) FROM attempt_stats WHERE scope = '*' AND grain = 'hour'") == 1
     # The older day partition takes the new error kinds.
     await store.pool.execute(
         "INSERT INTO attempts (tenant_id, delivery_id, attempt_number, trigger, started_at,"

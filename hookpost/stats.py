@@ -1,0 +1,221 @@
+"""Delivery statistics from the attempt rollups (table attempt_stats): counts by outcome and
+latency histograms per minute and per hour, summed into totals and chart series. Pure: the
+store reads the rows, this decides what they say."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+# Lower bounds in ms of the latency buckets; a bucket ends where the next begins, the last
+# never. About 1.4 apart, so a percentile read inside one is off by a fifth at most. The
+# same list is in schema.sql's latency_bucket(), which tests hold to this one.
+LATENCY_BOUNDS = (
+    0, 1, 2, 3, 4, 5, 7, 10, 15, 20, 25, 35, 50, 70, 100, 150, 200, 250, 350, 500, 700,
+    1000, 1500, 2000, 2500, 3500, 5000, 7000, 10000, 15000, 20000, 25000, 35000, 50000, 70000,
+)
+
+EVERYTHING = "*"  # the scope of every attempt; the others are a subscription's or tenant's id
+
+Grain = Literal["minute", "hour"]
+Window = Literal["hour", "day", "week"]
+GRAINS: dict[Grain, timedelta] = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1)}
+WINDOWS: dict[Window, timedelta] = {
+    "hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7),
+}
+# How long rollups are kept: a little more than the longest window read at each grain.
+KEPT: dict[Grain, timedelta] = {"minute": timedelta(days=2), "hour": timedelta(days=8)}
+# The totals of each window are read at this grain: a day's from 24 hour rows (this one so
+# far) instead of 1,440 minute rows, so an answer reads few rows but for a series per minute.
+TOTALS_GRAIN: dict[Window, Grain] = {"hour": "minute", "day": "hour", "week": "hour"}
+PERCENTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
+
+
+def latency_bucket(duration_ms: int) -> int:
+    """The index (from 0) of the latency bucket that counts an attempt of `duration_ms`."""
+    return bisect.bisect_right(LATENCY_BOUNDS, max(duration_ms, 0)) - 1
+
+
+def percentile(latency: Sequence[int], q: float) -> float | None:
+    """The duration (ms) below which a share `q` (0 < q <= 1) of the attempts counted in
+    `latency` (per bucket) fell, read linearly inside its bucket; the last bucket, which has
+    no end, answers its lower bound. None if nothing was counted."""
+    return _percentile(list(itertools.accumulate(latency)), q)
+
+
+def _percentile(cumulative: list[int], q: float) -> float | None:
+    if not cumulative or cumulative[-1] == 0:
+        return None
+    rank = q * cumulative[-1]
+    index = bisect.bisect_left(cumulative, rank)  # the first bucket reaching the rank
+    before = cumulative[index - 1] if index else 0
+    lower = LATENCY_BOUNDS[index]
+    if index + 1 == len(LATENCY_BOUNDS):
+        return float(lower)
+    upper = LATENCY_BOUNDS[index + 1]
+    return lower + (upper - lower) * (rank - before) / (cumulative[index] - before)
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Attempts by outcome and by latency bucket (trailing empty buckets left out)."""
+
+    succeeded: int = 0
+    retried: int = 0
+    failed: int = 0
+    latency: tuple[int, ...] = ()
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            self.succeeded + other.succeeded, self.retried + other.retried,
+            self.failed + other.failed,
+            tuple(a + b for a, b in itertools.zip_longest(self.latency, other.latency,
+                                                          fillvalue=0)),
+        )
+
+
+def add_up(many: Iterable[Counts]) -> Counts:
+    """The sum of `many` counts."""
+    items = list(many)
+    return Counts(
+        sum(counts.succeeded for counts in items), sum(counts.retried for counts in items),
+        sum(counts.failed for counts in items),
+        tuple(map(sum, itertools.zip_longest(*(counts.latency for counts in items),
+                                             fillvalue=0))),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StatsRow:
+    """One rollup row: what one writer counted for a scope in one minute or hour."""
+
+    grain: Grain
+    period_start: datetime
+    counts: Counts
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a span of time's attempts say: how many of each outcome, the share that
+    succeeded (None without attempts) and the latency percentiles in ms."""
+
+    attempts: int
+    succeeded: int
+    retried: int
+    failed: int
+    success_rate: float | None
+    latency_ms: Latency
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One period of a chart series: it begins at `start` and lasts one interval."""
+
+    start: datetime
+    summary: Summary
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Totals of the last hour, day and week, and a series of `window` per `interval`."""
+
+    totals: dict[Window, Summary]
+    window: Window
+    interval: Grain
+    series: list[Point]
+
+
+def summarize(counts: Counts) -> Summary:
+    cumulative = list(itertools.accumulate(counts.latency))
+    attempts = counts.succeeded + counts.retried + counts.failed
+    return Summary(
+        attempts=attempts, succeeded=counts.succeeded, retried=counts.retried,
+        failed=counts.failed,
+        success_rate=counts.succeeded / attempts if attempts else None,
+        latency_ms=Latency(*(_percentile(cumulative, q) for q in PERCENTILES.values())),
+    )
+
+
+def default_interval(window: Window) -> Grain:
+    """The interval a window's series is drawn at unless another is asked for."""
+    return "minute" if window == "hour" else "hour"
+
+
+def series_problem(window: Window, interval: Grain) -> str | None:
+    """Why a series of `window` per `interval` cannot be drawn, or None if it can."""
+    if WINDOWS[window] > KEPT[interval]:
+        return f"a series per {interval} covers at most a day; ask for interval=hour"
+    return None
+
+
+def period_start(at: datetime, grain: Grain) -> datetime:
+    """The start of the minute or hour (UTC) holding `at`."""
+    if grain == "minute":
+        return at.replace(second=0, microsecond=0)
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def periods(now: datetime, window: Window, grain: Grain) -> list[datetime]:
+    """The starts of the periods of `grain` that make up the last `window`, oldest first:
+    the current one (so far) and as many before it as fill the window."""
+    step = GRAINS[grain]
+    last = period_start(now, grain)
+    count = WINDOWS[window] // step
+    return [last - step * back for back in range(count - 1, -1, -1)]
+
+
+def oldest_periods(now: datetime, window: Window, interval: Grain | None = None
+                   ) -> tuple[datetime, datetime]:
+    """The first minute and the first hour a report at `now` of `window` per `interval`
+    reads: of its totals and of its series."""
+    interval = interval or default_interval(window)
+    first_minute = periods(now, "hour", "minute")[0]
+    if interval == "minute":
+        first_minute = min(first_minute, periods(now, window, "minute")[0])
+    return first_minute, periods(now, "week", "hour")[0]
+
+
+def by_period(rows: Iterable[StatsRow], grain: Grain) -> dict[datetime, Counts]:
+    """The counts of every period of `grain`, summed over the writers of its rows."""
+    written: dict[datetime, list[Counts]] = {}
+    for row in rows:
+        if row.grain == grain:
+            written.setdefault(row.period_start, []).append(row.counts)
+    return {start: many[0] if len(many) == 1 else add_up(many)
+            for start, many in written.items()}
+
+
+def fill(counted: dict[datetime, Counts], starts: Sequence[datetime]) -> list[Point]:
+    """A point for every period in `starts`, empty where nothing was counted, so a chart
+    has a continuous axis."""
+    return [Point(start, summarize(counted.get(start, Counts()))) for start in starts]
+
+
+def report(rows: Sequence[StatsRow], now: datetime, window: Window,
+           interval: Grain | None = None) -> Report:
+    """The totals of the last hour, day and week at `now`, and the series of `window` per
+    `interval` (the window's default if None), from rollup rows (Store.attempt_stats)."""
+    interval = interval or default_interval(window)
+    problem = series_problem(window, interval)
+    if problem is not None:
+        raise ValueError(problem)
+    counted = {grain: by_period(rows, grain) for grain in GRAINS}
+    totals: dict[Window, Summary] = {}
+    for span, grain in TOTALS_GRAIN.items():
+        first = periods(now, span, grain)[0]
+        last = period_start(now, grain)
+        totals[span] = summarize(add_up(
+            counts for start, counts in counted[grain].items() if first <= start <= last))
+    return Report(totals, window, interval, fill(counted[interval],
+                                                 periods(now, window, interval)))
