@@ -36,7 +36,29 @@ def when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d} UTC"
 
 
-FILTERS: dict[str, Callable[..., str]] = {"when": when, "in_plain_words": in_plain_words}
+def percent(share: float | None) -> str:
+    """A share as the pages show it: 99.2%, or "none" when there was nothing to share."""
+    if share is None:
+        return "none"
+    if share >= 1:
+        return "100%"
+    # 99.99% is not all: it shows as 99.9%.
+    return f"{min(share * 100, 99.9):.1f}%"
+
+
+def milliseconds(duration: float | None) -> str:
+    """A duration in ms as the pages show it: 8 ms, 340 ms, 2.5 s, or "none"."""
+    if duration is None:
+        return "none"
+    if duration < 1000:
+        return f"{duration:.0f} ms"
+    return f"{duration / 1000:.1f} s"
+
+
+FILTERS: dict[str, Callable[..., str]] = {
+    "when": when, "in_plain_words": in_plain_words, "percent": percent,
+    "milliseconds": milliseconds,
+}
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from hookpost import stats
+
 # The drawing's own units; the page stretches it to its width.
 WIDTH = 960.0
 HEIGHT = 160.0
@@ -88,3 +90,11 @@ def outcome_chart(periods: Sequence[Period], interval: timedelta, what: str) -> 
         ticks = tuple(_time(periods[round(n * step)].start, interval) for n in range(TICKS))
     label = f"{what}: {total} in all, at most {peak} in one"
     return Chart(tuple(bars), peak, total, ticks, label)
+
+
+def series_chart(report: stats.Report) -> Chart:
+    """The chart of a statistics report's series (see stats.report)."""
+    periods = [Period(point.start, point.summary.succeeded, point.summary.retried,
+                      point.summary.failed) for point in report.series]
+    return outcome_chart(periods, stats.GRAINS[report.interval],
+                         f"Attempts per {report.interval} over the last {report.window}")

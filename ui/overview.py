@@ -7,6 +7,7 @@ from aiohttp import web
 
 from api.auth import scope
 from api.state import CLOCK, STORE
+from ui.activity import activity, overview_scope
 from ui.pages import api_roles, render, signed_in
 
 # The backlog is counted from deliveries, the list from subscriptions: the roles of both.
@@ -31,9 +32,11 @@ async def overview_page(request: web.Request) -> web.Response:
     reach = scope(session.api_key)
     backlog = await store.delivery_gauges(request.config_dict[CLOCK](), reach)
     attention = await store.subscriptions_needing_attention(reach, ATTENTION_LIMIT)
+    stats_scope = overview_scope(session.api_key)
+    recent = None if stats_scope is None else await activity(request, stats_scope)
     return await render(request, "overview.html", session, backlog=backlog,
-                         oldest_due=waited(backlog.oldest_due_seconds), attention=attention,
-                         attention_limit=ATTENTION_LIMIT)
+                        oldest_due=waited(backlog.oldest_due_seconds), attention=attention,
+                        attention_limit=ATTENTION_LIMIT, activity=recent)
 
 
 ROUTES = [web.get("/", overview_page)]

@@ -27,6 +27,7 @@ from api.routes import (
 from api.state import CLOCK, STORE
 from hookpost import store as records
 from hookpost.store import UiSession
+from ui.activity import activity
 from ui.forms import as_body, as_local_field, event_types_of, instant_of, problems_of
 from ui.pages import PAGE_SIZE, acting, api_roles, render, see_other, signed_in
 
@@ -87,6 +88,7 @@ async def _subscription_page(request: web.Request, session: UiSession,
     page: dict[str, Any] = {
         "subscription": subscription,
         "backlog": await store.subscription_backlog(subscription.id),
+        "activity": await activity(request, subscription.id),
         "recent": recent,
         "done": done_message(request.query),
         "tested_delivery": request.query.get("delivery", ""),

@@ -51,6 +51,11 @@ async def make_tenant(api: TestClient[Any, Any], keys: Keys, name: str) -> tuple
     return tenant_id, key
 
 
+def compact(page: str) -> str:
+    """The page without the white space between its tags."""
+    return re.sub(r">\s+<", "><", page)
+
+
 async def status_of(pool: asyncpg.Pool, id: str) -> str:
     status: str = await pool.fetchval("SELECT status FROM subscriptions WHERE id = $1", id)
     return status
@@ -321,3 +326,46 @@ async def test_the_delivery_log_filters_by_time_typed_in_utc(
     assert "No deliveries match these filters" in earlier
     wrong = await page_of(api, "/ui/deliveries?since=soon", 422)
     assert 'role="alert"' in wrong and "since" in wrong
+
+
+async def test_health_and_charts_come_from_the_stats_rollups_within_reach(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store,
+    settings: Settings,
+) -> None:
+    acme, acme_key = await make_tenant(api, keys, "acme")
+    globex, _ = await make_tenant(api, keys, "globex")
+
+    async def respond(request: Any, number: int) -> Any:
+        return await answer_status(500 if request.path == "/bad" else 200)(request, number)
+
+    receiver.respond = respond
+    ours = await subscribe(api, keys.admin, receiver.url(), tenant_id=acme,
+                           event_types=["order.created"])
+    await subscribe(api, keys.admin, receiver.url("/bad"), tenant_id=acme,
+                    event_types=["order.failing"])
+    await subscribe(api, keys.admin, receiver.url(), tenant_id=globex)
+    for _ in range(2):
+        await post_event(api, keys.admin, tenant_id=acme)
+    await post_event(api, keys.admin, type="order.failing", tenant_id=acme)
+    for _ in range(4):
+        await post_event(api, keys.admin, tenant_id=globex)
+    await make_dispatcher(store, settings).run(until_idle=True)
+
+    await sign_in(api, keys.admin)
+    page = await page_of(api, f"/ui/subscriptions/{ours['id']}")
+    assert "100% of 2 attempts in the last 24 hours" in page
+    assert page.count('<figure class="chart">') == 2
+    assert re.search(r'aria-label="Attempts per hour over the last day: 2 in all', page)
+    everything = compact(await page_of(api, "/ui/"))
+    assert re.search(r"<th>Last hour</th><td>7</td><td>6</td><td>1</td><td>0</td>"
+                     r"<td>85.7%</td>", everything)
+
+    api.session.cookie_jar.clear()
+    await sign_in(api, acme_key)
+    theirs = compact(await page_of(api, "/ui/"))
+    assert re.search(r"<th>Last hour</th><td>3</td><td>2</td><td>1</td><td>0</td>"
+                     r"<td>66.7%</td>", theirs)
+
+    api.session.cookie_jar.clear()
+    await sign_in(api, keys.subscriber)  # sees only the subscriptions it made: no totals
+    assert "<h2>Attempts</h2>" not in await page_of(api, "/ui/")

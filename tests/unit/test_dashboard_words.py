@@ -12,7 +12,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from api.auth import Role
 from dispatcher.verdict import ErrorKind
-from ui.app import when
+from ui.app import milliseconds, percent, when
 from ui.error_kinds import PLAIN_WORDS, in_plain_words
 from ui.pages import LIST_DELIVERIES, READ_DELIVERY, REDELIVER, api_roles
 from ui.sessions import LOGIN_COOKIE, keep_login_token
@@ -58,3 +58,17 @@ def test_the_dashboards_cookies_are_secure_behind_https(
     assert cookie["httponly"] is True and cookie["samesite"] == "Strict"
     assert cookie["path"] == "/ui"
     assert bool(cookie["secure"]) is secure
+
+
+@pytest.mark.parametrize(("share", "shown"), [
+    (None, "none"), (0.0, "0.0%"), (0.857142, "85.7%"), (0.9999, "99.9%"), (1.0, "100%"),
+])
+def test_shares_are_shown_as_percentages(share: float | None, shown: str) -> None:
+    assert percent(share) == shown
+
+
+@pytest.mark.parametrize(("duration", "shown"), [
+    (None, "none"), (0.4, "0 ms"), (8.2, "8 ms"), (999.4, "999 ms"), (2500.0, "2.5 s"),
+])
+def test_durations_are_shown_in_ms_or_seconds(duration: float | None, shown: str) -> None:
+    assert milliseconds(duration) == shown
