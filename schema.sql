@@ -561,3 +561,102 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         1000, 1500, 2000, 2500, 3500, 5000, 7000, 10000, 15000, 20000, 25000, 35000, 50000,
         70000])
 $$;
+
+-- Operational events: hookpost tells admins about trouble (hookpost.subscription.disabled,
+-- .failing, .recovered; hookpost.delivery.exhausted) as events of the system tenant, made
+-- in the statement that changes the state they report, and delivered to its subscriptions
+-- like any other event. Only admins (and keys an admin binds to it) reach this tenant; its
+-- own subscriptions' trouble is never reported, so reporting never feeds on itself.
+INSERT INTO tenants (id, name) VALUES ('ten_system', 'system') ON CONFLICT (id) DO NOTHING;
+
+-- When admins were last told a subscription is failing (at most once an hour) and that it
+-- recovered (after a failing told of, at its first success). (Checked first: ALTER TABLE
+-- locks the table even when it changes nothing.)
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'subscriptions'
+                     AND column_name = 'recovery_notified_at') THEN
+        ALTER TABLE subscriptions
+            ADD COLUMN IF NOT EXISTS failing_notified_at timestamptz,
+            ADD COLUMN IF NOT EXISTS recovery_notified_at timestamptz;
+    END IF;
+END
+$$;
+
+-- An id made in SQL for a row made at `at`, as hookpost/ids.py new_id(prefix, at) makes it,
+-- so that an event's id begins with its created_at (retention reads it).
+CREATE OR REPLACE FUNCTION new_id(prefix text, at timestamptz) RETURNS text
+LANGUAGE sql VOLATILE AS $$
+    SELECT prefix || '_'
+        || lpad(to_hex((extract(epoch FROM at) * 1000)::bigint), 12, '0')
+        || substr(replace(gen_random_uuid()::text, '-', ''), 1, 16)
+$$;
+
+-- A time as event payloads write it (RFC 3339 in UTC, microseconds only when there are
+-- some), the same text as api/routes.py event_payload writes.
+CREATE OR REPLACE FUNCTION rfc3339(at timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+        || CASE WHEN extract(microseconds FROM at)::bigint % 1000000 <> 0
+                THEN to_char(at AT TIME ZONE 'UTC', '.US') ELSE '' END
+        || 'Z'
+$$;
+
+-- `value` written without spaces, its keys in their order: the bytes Python's compact
+-- encoder writes for the same value (strings are escaped alike by both).
+CREATE OR REPLACE FUNCTION compact_json(value json) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    CASE json_typeof(value)
+        WHEN 'object' THEN
+            RETURN '{' || coalesce((SELECT string_agg(to_json(key)::text || ':'
+                                                      || compact_json(item), ',' ORDER BY n)
+                                    FROM json_each(value) WITH ORDINALITY AS e (key, item, n)),
+                                   '') || '}';
+        WHEN 'array' THEN
+            RETURN '[' || coalesce((SELECT string_agg(compact_json(item), ',' ORDER BY n)
+                                    FROM json_array_elements(value) WITH ORDINALITY
+                                         AS e (item, n)), '') || ']';
+        ELSE
+            RETURN value::text;
+    END CASE;
+END
+$$;
+
+-- The exact bytes signed and sent for an event, as api/routes.py event_payload makes
+-- them for events posted to the API.
+CREATE OR REPLACE FUNCTION event_payload(id text, type text, at timestamptz, data json)
+RETURNS bytea
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT convert_to('{"id":' || to_json(id)::text || ',"type":' || to_json(type)::text
+                      || ',"timestamp":' || to_json(rfc3339(at))::text
+                      || ',"data":' || compact_json(data) || '}', 'UTF8')
+$$;
+
+-- The subscriptions of the system tenant that an operational event of `type` goes to
+-- (paused ones queue it), found as ingest_events finds a posted event's.
+CREATE OR REPLACE FUNCTION operational_listeners(type text) RETURNS SETOF text
+LANGUAGE sql STABLE AS $$
+    SELECT DISTINCT p.subscription_id
+    FROM type_patterns(type) AS candidate (pattern)
+    JOIN subscription_patterns p ON p.tenant_id = 'ten_system' AND p.pattern = candidate.pattern
+    JOIN subscriptions s ON s.id = p.subscription_id AND s.status IN ('active', 'paused')
+$$;
+
+-- The data of an operational event: the same fields for every type, null where they do not
+-- apply (reason: why it was disabled; failing_since: when its failures began).
+CREATE OR REPLACE FUNCTION operational_data(
+    subscription_id text, tenant_id text, url text, delivery_id text, event_id text,
+    event_type text, attempts integer, reason text, failing_since timestamptz,
+    status integer, error_kind text, error_message text, attempted_at timestamptz)
+RETURNS json
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT json_build_object(
+        'subscription_id', subscription_id, 'tenant_id', tenant_id, 'url', url,
+        'delivery_id', delivery_id, 'event_id', event_id, 'event_type', event_type,
+        'attempts', attempts, 'reason', reason, 'failing_since', rfc3339(failing_since),
+        'last_attempt', CASE WHEN attempted_at IS NOT NULL THEN json_build_object(
+            'status', status, 'error_kind', error_kind, 'error_message', error_message,
+            'at', rfc3339(attempted_at)) END)
+$$;

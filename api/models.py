@@ -137,9 +137,24 @@ class SubscriptionUpdate(Request):
         return self
 
 
+OPERATIONAL_PREFIX = "hookpost."  # the operational events', which only hookpost makes
+
+
+def _not_operational(type: str) -> str:
+    if type.startswith(OPERATIONAL_PREFIX):
+        raise ValueError("types beginning with hookpost. are hookpost's own operational "
+                         "events; they cannot be posted")
+    return type
+
+
+PostedEventType = Annotated[EventType, AfterValidator(_not_operational), Field(
+    description="Types beginning with `hookpost.` are hookpost's operational events, "
+                "made by hookpost alone.")]
+
+
 class EventCreate(Request):
     tenant_id: Id | None = TENANT_FIELD
-    type: EventType
+    type: PostedEventType
     data: dict[str, Any]
     idempotency_key: IdempotencyKey | None = None
 

@@ -483,6 +483,9 @@ async def delete_tenant(request: web.Request) -> web.Response:
     if tenant.id == records.DEFAULT_TENANT:
         raise ApiError(409, "default_tenant",
                        "the default tenant takes whatever names no tenant; it stays")
+    if tenant.id == records.SYSTEM_TENANT:
+        raise ApiError(409, "system_tenant",
+                       "the system tenant takes hookpost's operational events; it stays")
     revoked = await store.delete_tenant(tenant.id, request.app[CLOCK]())
     if revoked is None:
         raise not_found("tenant")

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from api.auth import scope
 from api.errors import not_found
-from hookpost.store import DEFAULT_TENANT, ApiKey, Store, Tenant
+from hookpost.store import DEFAULT_TENANT, SYSTEM_TENANT, ApiKey, Store, Tenant
 
 TENANT_CACHE_SECONDS = 5.0
 
@@ -54,6 +54,15 @@ async def tenant_to_write(request: web.Request, store: Store, caller: ApiKey,
     if named is None:
         return reach or DEFAULT_TENANT
     tenant = await request.app[TENANT_CACHE].resolve(store, named)
-    if tenant is None or (reach is not None and tenant.id != reach):
+    if tenant is None or not may_write_to(caller, tenant.id, reach):
         raise not_found("tenant")
     return tenant.id
+
+
+def may_write_to(caller: ApiKey, tenant_id: str, reach: str | None) -> bool:
+    """Whether a caller reaching `reach` (None: every tenant) may write to `tenant_id`. The
+    system tenant's events tell of every tenant's subscriptions, so of the keys that reach
+    every tenant only admins reach it (not a producer bound to none)."""
+    if reach is not None:
+        return tenant_id == reach
+    return tenant_id != SYSTEM_TENANT or caller.role == "admin"

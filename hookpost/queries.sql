@@ -502,8 +502,9 @@ SELECT least(
 -- each) and applies what each decided: the delivery moves to its next state, but only while
 -- the lease that sent it is still held (the attempt row is written either way); the
 -- subscription's health moves with it, and it is disabled where an attempt said so; the
--- statistics (attempt_stats) count it. Returns the subscriptions this batch disabled, with
--- the reason.
+-- statistics (attempt_stats) count it; the operational events it gives rise to are made
+-- and fanned out to the system tenant's subscriptions. Returns the subscriptions this batch
+-- disabled, with the reason.
 WITH results AS (
     SELECT * FROM unnest($1::attempt_record_v1[])
 ), moved AS (
@@ -522,7 +523,7 @@ WITH results AS (
     -- The token is still there only while the lease that sent it is held: recording and
     -- handing back clear it, and a claim that takes over an expired lease replaces it.
     WHERE r.moves_delivery AND d.id = r.delivery_id AND d.lease_token = r.lease_token
-    RETURNING d.id, d.subscription_id
+    RETURNING d.id, d.subscription_id, d.tenant_id, d.event_id
 ), by_subscription AS (
     SELECT r.subscription_id,
            max(r.started_at) FILTER (WHERE r.health = 'success') AS last_success_at,
@@ -547,7 +548,21 @@ WITH results AS (
                                     AND s.status IN ('active', 'paused')
                                THEN h.disable_reason ELSE s.disabled_reason END,
         disabled_at = CASE WHEN h.disable_reason IS NOT NULL AND s.status IN ('active', 'paused')
-                           THEN $2 ELSE s.disabled_at END
+                           THEN $2 ELSE s.disabled_at END,
+        -- Admins are told (operational_notices) when it fails, at most once an hour, and at
+        -- its first success after a failing they were told of; never of the system tenant's.
+        failing_notified_at = CASE
+            WHEN s.tenant_id <> 'ten_system' AND s.status = 'active'
+                 AND h.disable_reason IS NULL AND h.last_failure_at IS NOT NULL
+                 AND NOT coalesce(h.last_success_at > h.last_failure_at, false)
+                 AND (s.failing_notified_at IS NULL
+                      OR s.failing_notified_at <= $2 - interval '1 hour')
+            THEN $2 ELSE s.failing_notified_at END,
+        recovery_notified_at = CASE
+            WHEN s.tenant_id <> 'ten_system' AND s.failing_since IS NOT NULL
+                 AND (h.last_failure_at IS NULL OR h.last_success_at > h.last_failure_at)
+                 AND s.failing_notified_at >= s.failing_since
+            THEN $2 ELSE s.recovery_notified_at END
     FROM by_subscription h
     WHERE s.id = h.subscription_id
       -- While all goes well, last_success_at moves on at most once a second: every record
@@ -556,6 +571,62 @@ WITH results AS (
       AND (h.disable_reason IS NOT NULL OR h.last_failure_at IS NOT NULL
            OR s.failing_since IS NOT NULL OR s.last_success_at IS NULL
            OR s.last_success_at < h.last_success_at - interval '1 second')
+    RETURNING s.id, s.tenant_id, s.url, s.status, s.disabled_reason, s.disabled_at,
+              s.failing_since, s.failing_notified_at, s.recovery_notified_at
+), operational_notices AS (
+    -- What admins are told of this batch. Decided on the row as the update found it (after
+    -- any other batch's update of it committed), so two dispatchers never both report one
+    -- change: each change is marked with this batch's time, and reported only where the
+    -- statement's snapshot did not have it yet. Nearly always no rows, and nothing to do.
+    SELECT n.type, h.id AS subscription_id, h.tenant_id, h.url, last.delivery_id,
+           last.attempt_number, h.disabled_reason, h.failing_since, last.response_status,
+           last.error_kind, last.error_message, last.started_at
+    FROM health h
+    JOIN subscriptions was ON was.id = h.id
+    CROSS JOIN LATERAL (
+        SELECT r.* FROM results r WHERE r.subscription_id = h.id AND r.health IS NOT NULL
+        ORDER BY r.started_at DESC LIMIT 1
+    ) AS last
+    CROSS JOIN LATERAL (VALUES
+        ('hookpost.subscription.disabled',
+         h.disabled_at = $2 AND was.status IN ('active', 'paused')),
+        ('hookpost.subscription.failing',
+         h.failing_notified_at = $2 AND was.failing_notified_at IS DISTINCT FROM $2),
+        ('hookpost.subscription.recovered',
+         h.recovery_notified_at = $2 AND was.recovery_notified_at IS DISTINCT FROM $2)
+    ) AS n (type, told)
+    WHERE (h.disabled_at = $2 OR h.failing_notified_at = $2 OR h.recovery_notified_at = $2)
+      AND h.tenant_id <> 'ten_system' AND n.told
+    UNION ALL
+    -- A delivery given up on: its last scheduled attempt failed, or a 4xx ended it.
+    SELECT 'hookpost.delivery.exhausted', r.subscription_id, m.tenant_id, s.url,
+           r.delivery_id, r.attempt_number, NULL, NULL, r.response_status, r.error_kind,
+           r.error_message, r.started_at
+    FROM moved m
+    JOIN results r ON r.delivery_id = m.id AND r.moves_delivery
+    JOIN subscriptions s ON s.id = m.subscription_id
+    WHERE r.status = 'failed' AND r.trigger <> 'manual' AND m.tenant_id <> 'ten_system'
+), operational_events AS (
+    -- Stored only where a subscription of the system tenant wants them.
+    INSERT INTO events (id, tenant_id, type, payload, producer_key_id, created_at)
+    SELECT n.id, 'ten_system', n.type, event_payload(n.id, n.type, $2, operational_data(
+               n.subscription_id, n.tenant_id, n.url, n.delivery_id, d.event_id, e.type,
+               n.attempt_number, n.disabled_reason, n.failing_since, n.response_status,
+               n.error_kind, n.error_message, n.started_at)),
+           'hookpost', $2
+    FROM (SELECT *, new_id('evt', $2) AS id FROM operational_notices) AS n
+    LEFT JOIN deliveries d ON d.id = n.delivery_id
+    LEFT JOIN events e ON e.id = d.event_id
+    WHERE EXISTS (SELECT 1 FROM operational_listeners(n.type))
+    RETURNING id, type
+), operational_deliveries AS (
+    INSERT INTO deliveries
+        (tenant_id, event_id, subscription_id, next_attempt_at, created_at, updated_at)
+    SELECT 'ten_system', e.id, l.subscription_id, $2, $2, $2
+    FROM operational_events e
+    CROSS JOIN LATERAL operational_listeners(e.type) AS l (subscription_id)
+    -- Repeated in one transaction, a notification is sent once.
+    RETURNING pg_notify('hookpost_deliveries', '')
 ), finished AS (
     -- Only a send whose lease was still held stops counting: a late record of a lease
     -- another dispatcher took over leaves that dispatcher's send counted.
@@ -773,11 +844,45 @@ DELETE FROM attempt_stats
 WHERE ctid IN (SELECT ctid FROM attempt_stats WHERE grain = $1 AND period_start < $2 LIMIT $3);
 
 -- name: disable_failing_subscriptions --
--- Active subscriptions failing continuously since $2 or earlier become disabled.
-UPDATE subscriptions
-SET status = 'disabled', disabled_reason = $3, disabled_at = $1, updated_at = $1
-WHERE status = 'active' AND failing_since <= $2
-RETURNING id;
+-- Active subscriptions failing continuously since $2 or earlier become disabled, and admins
+-- are told (hookpost.subscription.disabled, with the last attempt of its latest delivery
+-- tried), as record_attempts tells them.
+WITH disabled AS (
+    UPDATE subscriptions
+    SET status = 'disabled', disabled_reason = $3, disabled_at = $1, updated_at = $1
+    WHERE status = 'active' AND failing_since <= $2
+    RETURNING id, tenant_id, url, failing_since
+), operational_events AS (
+    INSERT INTO events (id, tenant_id, type, payload, producer_key_id, created_at)
+    SELECT s.event_id, 'ten_system', 'hookpost.subscription.disabled',
+           event_payload(s.event_id, 'hookpost.subscription.disabled', $1, operational_data(
+               s.id, s.tenant_id, s.url, d.id, d.event_id, e.type, a.attempt_number, $3,
+               s.failing_since, a.response_status, a.error_kind, a.error_message,
+               a.started_at)),
+           'hookpost', $1
+    FROM (SELECT *, new_id('evt', $1) AS event_id FROM disabled) AS s
+    LEFT JOIN LATERAL (
+        SELECT d.id, d.event_id FROM deliveries d
+        WHERE d.subscription_id = s.id AND d.attempt_count > 0
+        ORDER BY d.created_at DESC, d.id DESC LIMIT 1
+    ) AS d ON true
+    LEFT JOIN events e ON e.id = d.event_id
+    LEFT JOIN LATERAL (
+        SELECT * FROM attempts a WHERE a.delivery_id = d.id
+        ORDER BY a.started_at DESC, a.attempt_number DESC LIMIT 1
+    ) AS a ON true
+    WHERE s.tenant_id <> 'ten_system'
+      AND EXISTS (SELECT 1 FROM operational_listeners('hookpost.subscription.disabled'))
+    RETURNING id, type
+), operational_deliveries AS (
+    INSERT INTO deliveries
+        (tenant_id, event_id, subscription_id, next_attempt_at, created_at, updated_at)
+    SELECT 'ten_system', e.id, l.subscription_id, $1, $1, $1
+    FROM operational_events e
+    CROSS JOIN LATERAL operational_listeners(e.type) AS l (subscription_id)
+    RETURNING pg_notify('hookpost_deliveries', '')
+)
+SELECT id FROM disabled;
 
 -- name: delivery_gauges --
 -- Deliveries still to send that reach $2 (the owner's key id, or NULL for any owner's) and

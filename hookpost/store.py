@@ -23,6 +23,9 @@ TEST_EVENT_TYPE = "webhook.test"
 
 
 DEFAULT_TENANT = "ten_default"  # takes whatever names no tenant
+# Where hookpost's operational events (hookpost.*) go; only admins, and keys an admin binds
+# to it, reach it.
+SYSTEM_TENANT = "ten_system"
 
 
 class ApiKey(BaseModel):
