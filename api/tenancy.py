@@ -9,7 +9,7 @@ import time
 
 from aiohttp import web
 
-from api.auth import scope
+from api.auth import Role, scope
 from api.errors import not_found
 from hookpost.store import DEFAULT_TENANT, SYSTEM_TENANT, ApiKey, Store, Tenant
 
@@ -54,15 +54,16 @@ async def tenant_to_write(request: web.Request, store: Store, caller: ApiKey,
     if named is None:
         return reach or DEFAULT_TENANT
     tenant = await request.app[TENANT_CACHE].resolve(store, named)
-    if tenant is None or not may_write_to(caller, tenant.id, reach):
+    if tenant is None or not may_write_to(caller, tenant.id):
         raise not_found("tenant")
     return tenant.id
 
 
-def may_write_to(caller: ApiKey, tenant_id: str, reach: str | None) -> bool:
-    """Whether a caller reaching `reach` (None: every tenant) may write to `tenant_id`. The
-    system tenant's events tell of every tenant's subscriptions, so of the keys that reach
-    every tenant only admins reach it (not a producer bound to none)."""
+def may_write_to(caller: ApiKey, tenant_id: str) -> bool:
+    """Whether `caller` may make subscriptions and events in tenant `tenant_id`. The system
+    tenant's events tell of every tenant's subscriptions, so of the keys that reach every
+    tenant only admins reach it (not a producer bound to none)."""
+    reach = scope(caller).tenant_id  # None: every tenant
     if reach is not None:
         return tenant_id == reach
-    return tenant_id != SYSTEM_TENANT or caller.role == "admin"
+    return tenant_id != SYSTEM_TENANT or caller.role == Role.ADMIN
