@@ -573,6 +573,11 @@ WITH results AS (
            OR s.last_success_at < h.last_success_at - interval '1 second')
     RETURNING s.id, s.tenant_id, s.url, s.status, s.disabled_reason, s.disabled_at,
               s.failing_since, s.failing_notified_at, s.recovery_notified_at
+), given_up AS MATERIALIZED (
+    -- Found among the batch first: joined to every row moved, the batch's attempts were
+    -- read once per row moved.
+    SELECT * FROM results r
+    WHERE r.status = 'failed' AND r.trigger <> 'manual' AND r.moves_delivery
 ), operational_notices AS (
     -- What admins are told of this batch. Decided on the row as the update found it (after
     -- any other batch's update of it committed), so two dispatchers never both report one
@@ -602,10 +607,10 @@ WITH results AS (
     SELECT 'hookpost.delivery.exhausted', r.subscription_id, m.tenant_id, s.url,
            r.delivery_id, r.attempt_number, NULL, NULL, r.response_status, r.error_kind,
            r.error_message, r.started_at
-    FROM moved m
-    JOIN results r ON r.delivery_id = m.id AND r.moves_delivery
+    FROM given_up r
+    JOIN moved m ON m.id = r.delivery_id
     JOIN subscriptions s ON s.id = m.subscription_id
-    WHERE r.status = 'failed' AND r.trigger <> 'manual' AND m.tenant_id <> 'ten_system'
+    WHERE m.tenant_id <> 'ten_system'
 ), operational_events AS (
     -- Stored only where a subscription of the system tenant wants them.
     INSERT INTO events (id, tenant_id, type, payload, producer_key_id, created_at)
