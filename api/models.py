@@ -300,12 +300,13 @@ class Attempt(BaseModel):
     response_headers: dict[str, str] | None
     response_body: str | None
     error_kind: Literal[
-        "timeout", "connect", "dns", "refused", "tls", "http", "cut_off", "unknown"
+        "timeout", "connect", "dns", "refused", "tls", "http", "cut_off", "unknown", "proxy"
     ] | None = Field(description=(
         "Why no usable answer came: timeout, connect, dns (the host does not resolve), "
         "refused (it resolves to an address hookpost may not send to), tls, http (not 2xx, "
-        "or not HTTP), cut_off (the dispatcher stopped during the send) or unknown (a "
-        "dispatcher died holding the delivery; the receiver may have got it)."))
+        "or not HTTP), cut_off (the dispatcher stopped during the send), unknown (a "
+        "dispatcher died holding the delivery; the receiver may have got it) or proxy (the "
+        "egress proxy could not be reached or refused the tunnel)."))
     error_message: str | None
     resent: bool = Field(description=(
         "Sent twice: the kept-alive connection closed without an answer, so the request "

@@ -32,10 +32,12 @@ class Sender:
         connect_timeout: float,
         clock: Clock = utcnow,
         proxy: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._clock = clock
         self._client = HttpClient(allowed_networks=allowed_networks,
-                                  connect_timeout=connect_timeout, proxy=proxy)
+                                  connect_timeout=connect_timeout, proxy=proxy,
+                                  ssl_context=ssl_context)
         self._total_timeout = total_timeout
 
     async def close(self) -> None:

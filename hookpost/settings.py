@@ -62,7 +62,9 @@ def _duration(value: Any) -> Any:
 class Settings(BaseSettings):
     """Every setting hookpost reads; the environment variable is HOOKPOST_<NAME>."""
 
-    model_config = SettingsConfigDict(env_prefix="HOOKPOST_", extra="ignore")
+    # Errors name the setting, never echo its value: DATABASE_URL and PROXY may hold passwords.
+    model_config = SettingsConfigDict(env_prefix="HOOKPOST_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     database_url: str | None = Field(
         default=None,
