@@ -9,7 +9,6 @@ import hmac
 import secrets
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 SECRET_PREFIX = "whsec_"
 SIGNING_KEY_PREFIX = "whsk_"
@@ -29,12 +28,11 @@ def secret_key(secret: str) -> bytes:
 
 def new_signing_key() -> tuple[str, str]:
     """A fresh Ed25519 key pair: the private key, `whsk_` + base64 of the 32-byte seed and
-    the 32-byte public key (libsodium's form), and the public key, `whpk_` + base64."""
+    the 32-byte public key (libsodium's form), and its public key (see `public_key`)."""
     private = Ed25519PrivateKey.generate()
-    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    seed = private.private_bytes_raw()
-    return (SIGNING_KEY_PREFIX + base64.b64encode(seed + public).decode(),
-            PUBLIC_KEY_PREFIX + base64.b64encode(public).decode())
+    raw = private.private_bytes_raw() + private.public_key().public_bytes_raw()
+    signing_key = SIGNING_KEY_PREFIX + base64.b64encode(raw).decode()
+    return signing_key, public_key(signing_key)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -44,8 +42,8 @@ def _private_key(signing_key: str) -> Ed25519PrivateKey:
 
 
 def public_key(signing_key: str) -> str:
-    """The `whpk_` public key of a private signing key."""
-    public = _private_key(signing_key).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    """The public key of a private signing key: `whpk_` + base64 of its 32 bytes."""
+    public = _private_key(signing_key).public_key().public_bytes_raw()
     return PUBLIC_KEY_PREFIX + base64.b64encode(public).decode()
 
 
