@@ -104,6 +104,11 @@ RateLimit = Annotated[float, Field(
 )]
 # The limits a receiver asks for: in a PATCH, null removes one.
 LIMITS = ("max_concurrency", "rate_limit")
+SignatureScheme = Annotated[Literal["v1", "v1a", "both"], Field(
+    description="How attempts are signed in webhook-signature: v1 (HMAC-SHA256 with the "
+                "secret), v1a (Ed25519; receivers verify with public_key), or both, while "
+                "receivers move from one to the other.",
+)]
 
 
 class SubscriptionCreate(Request):
@@ -114,6 +119,7 @@ class SubscriptionCreate(Request):
     status: Literal["active", "paused"] = "active"
     max_concurrency: MaxConcurrency | None = None
     rate_limit: RateLimit | None = None
+    signature_scheme: SignatureScheme = "v1"
 
 
 class SubscriptionUpdate(Request):
@@ -128,6 +134,7 @@ class SubscriptionUpdate(Request):
     status: Literal["active", "paused"] | None = None
     max_concurrency: MaxConcurrency | None = None
     rate_limit: RateLimit | None = None
+    signature_scheme: SignatureScheme | None = None
 
     @model_validator(mode="after")
     def _no_nulls(self) -> SubscriptionUpdate:
@@ -198,6 +205,11 @@ class Subscription(BaseModel):
     )
     max_concurrency: int | None
     rate_limit: float | None
+    signature_scheme: SignatureScheme
+    public_key: str | None = Field(
+        description="The Ed25519 public key (whpk_...) that verifies v1a signatures; null "
+                    "for a subscription made before v1a until its scheme leaves v1."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -288,12 +300,13 @@ class Attempt(BaseModel):
     response_headers: dict[str, str] | None
     response_body: str | None
     error_kind: Literal[
-        "timeout", "connect", "dns", "refused", "tls", "http", "cut_off", "unknown"
+        "timeout", "connect", "dns", "refused", "tls", "http", "cut_off", "unknown", "proxy"
     ] | None = Field(description=(
         "Why no usable answer came: timeout, connect, dns (the host does not resolve), "
         "refused (it resolves to an address hookpost may not send to), tls, http (not 2xx, "
-        "or not HTTP), cut_off (the dispatcher stopped during the send) or unknown (a "
-        "dispatcher died holding the delivery; the receiver may have got it)."))
+        "or not HTTP), cut_off (the dispatcher stopped during the send), unknown (a "
+        "dispatcher died holding the delivery; the receiver may have got it) or proxy (the "
+        "egress proxy could not be reached or refused the tunnel)."))
     error_message: str | None
     resent: bool = Field(description=(
         "Sent twice: the kept-alive connection closed without an answer, so the request "

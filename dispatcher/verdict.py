@@ -13,6 +13,9 @@ from dispatcher.schedule import Outcome, next_attempt_at, parse_retry_after
 from hookpost.store import AttemptRecord, ClaimedDelivery
 
 GONE_REASON = "the endpoint answered 410 Gone"
+# A receiver that answers with this header (any status) wants no more retries.
+ABORT_HEADER, ABORT_VALUE = "webhook-delivery", "abort"
+ABORTED = "the receiver asked for no more retries (webhook-delivery: abort)"
 _RETRY_AFTER_STATUSES = (429, 503)
 
 
@@ -23,6 +26,7 @@ class ErrorKind(enum.StrEnum):
     REFUSED = "refused"  # it resolves only to addresses hookpost may not send to
     TLS = "tls"
     HTTP = "http"  # an answer that is not 2xx, or not usable HTTP
+    PROXY = "proxy"  # the egress proxy could not be reached or refused the tunnel
     # The dispatcher stopped while the request was out: the receiver may have it.
     CUT_OFF = "cut_off"
     # A dispatcher leased the delivery and died before recording what it sent, if anything.
@@ -163,6 +167,10 @@ def decide(
         next_attempt_before=delivery.next_attempt_at, outcome=classify(status), now=now,
         schedule=schedule, retry_after=retry_after,
     )
+    aborted = (result.header(ABORT_HEADER) or "").strip().lower() == ABORT_VALUE
+    if aborted and state.outcome is not Outcome.SUCCEEDED:  # a 2xx ends the delivery anyway
+        state = NextState("failed", None, Outcome.FAILED, state.scheduled_attempts)
+        message = f"{message}; {ABORTED}"
     health = "success" if state.outcome is Outcome.SUCCEEDED else "failure"
     # A receiver that answers 410 Gone has asked to be forgotten.
     disable_reason = GONE_REASON if status == 410 else None

@@ -117,6 +117,8 @@ class Dispatcher:
                 total_timeout=self.settings.request_timeout.total_seconds(),
                 connect_timeout=self.settings.connect_timeout.total_seconds(),
                 clock=self.clock,
+                proxy=None if self.settings.proxy is None
+                else self.settings.proxy.get_secret_value(),
             )
         side_tasks = [asyncio.create_task(self._write_records_forever(), name="records")]
         if self.settings.listen_notify and not until_idle and self.store.url is not None:
@@ -291,7 +293,8 @@ class Dispatcher:
                     return
                 self._sent_at[delivery.id] = now
                 result = await self._sender.send(
-                    delivery.url, delivery.event_id, delivery.payload, delivery.signing_secrets
+                    delivery.url, delivery.event_id, delivery.payload, delivery.signing_secrets,
+                    delivery.ed25519_key,
                 )
                 record = self._record(delivery, result)
                 self._concurrency.answered(subscription, succeeded=record.outcome == "succeeded",

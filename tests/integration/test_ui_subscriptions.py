@@ -369,3 +369,17 @@ async def test_health_and_charts_come_from_the_stats_rollups_within_reach(
     api.session.cookie_jar.clear()
     await sign_in(api, keys.subscriber)  # sees only the subscriptions it made: no totals
     assert "<h2>Attempts</h2>" not in await page_of(api, "/ui/")
+
+
+async def test_the_subscription_page_shows_its_signature_scheme_and_public_key_not_the_private(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, pool: asyncpg.Pool,
+) -> None:
+    subscription = await subscribe(api, keys.subscriber, receiver.url(), signature_scheme="both")
+    private = await pool.fetchval("SELECT signing_key FROM subscriptions")
+
+    await sign_in(api, keys.subscriber)
+    page = await page_of(api, f"/ui/subscriptions/{subscription['id']}")
+
+    assert "v1 and v1a, while receivers move" in page
+    assert subscription["public_key"] in page
+    assert private.removeprefix("whsk_") not in page

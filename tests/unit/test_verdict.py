@@ -8,6 +8,7 @@ import pytest
 
 from dispatcher.schedule import Outcome
 from dispatcher.verdict import (
+    ABORTED,
     GONE_REASON,
     AttemptResult,
     ErrorKind,
@@ -32,6 +33,10 @@ LAST = PENDING._replace(attempt_count=5, scheduled_attempts=5)
 # A manual redelivery of a delivery that had failed.
 MANUAL = PENDING._replace(attempt_count=6, scheduled_attempts=6, status="failed",
                  next_attempt_at=None, manual=True)
+# A manual redelivery of a delivery still retrying, its next attempt due in 10 minutes.
+MANUAL_PENDING = PENDING._replace(attempt_count=2, scheduled_attempts=2, manual=True,
+                                  next_attempt_at=NOW + timedelta(minutes=10))
+ABORT = {"webhook-delivery": "abort"}
 
 
 def answered(status: int, headers: dict[str, str] | None = None) -> AttemptResult:
@@ -89,6 +94,26 @@ CASES = [
      ("retry", "failed", None, 6, "cut_off", None, None)),
     ("unknown send only logged", PENDING, unknown_outcome(NOW - timedelta(minutes=2)),
      ("retry", "pending", timedelta(0), 0, "unknown", None, None)),
+    ("proxy failure retries", PENDING, failed(ErrorKind.PROXY),
+     ("retry", "pending", timedelta(seconds=5), 1, "proxy", "failure", None)),
+    ("abort ends a 5xx's retries", PENDING, answered(500, ABORT),
+     ("failed", "failed", None, 1, "http", "failure", None)),
+    ("abort outweighs Retry-After", PENDING, answered(429, {**ABORT, "retry-after": "90"}),
+     ("failed", "failed", None, 1, "http", "failure", None)),
+    ("abort's value in any case", PENDING, answered(503, {"webhook-delivery": " ABORT "}),
+     ("failed", "failed", None, 1, "http", "failure", None)),
+    ("another value is no abort", PENDING, answered(500, {"webhook-delivery": "retry"}),
+     ("retry", "pending", timedelta(seconds=5), 1, "http", "failure", None)),
+    ("abort on a 2xx still succeeds", PENDING, answered(200, ABORT),
+     ("succeeded", "succeeded", None, 1, None, "success", None)),
+    ("abort on a 4xx fails as before", PENDING, answered(404, ABORT),
+     ("failed", "failed", None, 1, "http", "failure", None)),
+    ("abort on a 410 still disables", PENDING, answered(410, ABORT),
+     ("failed", "failed", None, 1, "http", "failure", GONE_REASON)),
+    ("manual failure keeps the schedule", MANUAL_PENDING, answered(500),
+     ("failed", "pending", timedelta(minutes=10), 2, "http", "failure", None)),
+    ("abort on a manual try ends the schedule", MANUAL_PENDING, answered(500, ABORT),
+     ("failed", "failed", None, 2, "http", "failure", None)),
 ]
 
 
@@ -128,3 +153,9 @@ def test_a_manual_attempt_clears_the_request_unless_cut_off() -> None:
 def test_a_resend_is_carried_to_the_row() -> None:
     result = answered(200)._replace(resent=True)
     assert decide(PENDING, result, NOW, SCHEDULE).resent
+
+
+def test_an_abort_says_the_receiver_asked_to_stop() -> None:
+    record = decide(PENDING, answered(500, ABORT), NOW, SCHEDULE)
+    assert record.error_message == f"HTTP 500; {ABORTED}"
+    assert decide(PENDING, answered(200, ABORT), NOW, SCHEDULE).error_message is None
