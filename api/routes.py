@@ -117,6 +117,7 @@ async def create_subscription(request: web.Request) -> web.Response:
         record = await store.insert_subscription(
             caller.id, body.url, body.event_types, body.description, body.status, new_secret(),
             request.app[CLOCK](), body.max_concurrency, body.rate_limit, tenant_id,
+            None if body.policy is None else body.policy.stored(),
         )
     except records.TenantGone:  # deleted a moment ago
         raise not_found("tenant") from None
@@ -162,6 +163,8 @@ async def change_subscription(request: web.Request, caller: records.ApiKey, id: 
         now=request.config_dict[CLOCK](),
         limits={name: getattr(change, name) for name in models.LIMITS
                 if name in change.model_fields_set},
+        set_policy="policy" in change.model_fields_set,
+        policy=None if change.policy is None else change.policy.stored(),
     )
     if record is None:  # deleted a moment ago
         raise not_found("subscription")

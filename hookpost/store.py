@@ -11,7 +11,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
-from pydantic import BaseModel
+from pydantic import BaseModel, Json
 
 from hookpost import stats
 from hookpost.database import ACQUIRE_TIMEOUT, DATABASE_DOWN
@@ -114,6 +114,7 @@ class Subscription(BaseModel):
     disabled_at: datetime | None = None
     max_concurrency: int | None
     rate_limit: float | None
+    policy: Json[dict[str, Any]] | None = None  # as the API validated it; None: the defaults
     created_at: datetime
     updated_at: datetime
 
@@ -209,6 +210,8 @@ class ClaimedDelivery(NamedTuple):
     send_at: datetime | None = None  # not before: the subscription's rate_limit paces it
     max_concurrency: int | None = None  # what every dispatcher may have out to it at once
     expired_lease: datetime | None = None  # taken over: when the lease before this one ended
+    created_at: datetime | None = None  # when its event came: a status rule's time counts from it
+    policy: str | None = None  # the subscription's policy, JSON text; None: the defaults
 
     @property
     def trigger(self) -> str:
@@ -410,11 +413,13 @@ class Store:
         self, owner_key_id: str, url: str, event_types: list[str], description: str,
         status: str, secret: str, now: datetime, max_concurrency: int | None = None,
         rate_limit: float | None = None, tenant_id: str = DEFAULT_TENANT,
+        policy: str | None = None,
     ) -> Subscription:
-        """The subscription made; TenantGone if its tenant has been deleted."""
+        """The subscription made; TenantGone if its tenant has been deleted. `policy` is
+        JSON text (None: the defaults)."""
         row = await _fetchrow(
             self.pool, QUERIES["insert_subscription"], owner_key_id, url, event_types, description,
-            status, secret, now, max_concurrency, rate_limit, tenant_id,
+            status, secret, now, max_concurrency, rate_limit, tenant_id, policy,
         )
         if row is None:
             raise TenantGone(tenant_id)
@@ -439,14 +444,16 @@ class Store:
         self, id: str, scope: Scope, *, url: str | None,
         event_types: list[str] | None, description: str | None, status: str | None,
         now: datetime, limits: Mapping[str, float | None] | None = None,
+        set_policy: bool = False, policy: str | None = None,
     ) -> Subscription | None:
-        """Change what is not None; of `limits`, each one named is set (None: removed)."""
+        """Change what is not None; of `limits`, each one named is set (None: removed);
+        with `set_policy`, the policy becomes `policy` (JSON text; None: the defaults)."""
         limits = limits or {}
         row = await _fetchrow(
             self.pool, QUERIES["update_subscription"], id, scope.owner_key_id, url, event_types,
             description, status, now, "max_concurrency" in limits,
             limits.get("max_concurrency"), "rate_limit" in limits, limits.get("rate_limit"),
-            scope.tenant_id,
+            scope.tenant_id, set_policy, policy,
         )
         return _model(Subscription, row)
 
