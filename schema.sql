@@ -96,6 +96,18 @@ BEGIN
 END
 $$;
 
+-- A delivery policy of the subscriber's own (headers, retry schedule, status rules), as
+-- the API validated it; NULL: the defaults. (Checked first, as above.)
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'subscriptions'
+                     AND column_name = 'policy') THEN
+        ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS policy jsonb;
+    END IF;
+END
+$$;
+
 CREATE INDEX IF NOT EXISTS subscriptions_listing
     ON subscriptions (created_at DESC, id DESC) WHERE status <> 'deleted';
 -- Fan-out goes through subscription_patterns (below) instead of this.

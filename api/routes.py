@@ -118,6 +118,7 @@ async def create_subscription(request: web.Request) -> web.Response:
             caller.id, body.url, body.event_types, body.description, body.status, new_secret(),
             request.app[CLOCK](), body.max_concurrency, body.rate_limit, tenant_id,
             body.signature_scheme, new_signing_key(),
+            None if body.policy is None else body.policy.stored(),
         )
     except records.TenantGone:  # deleted a moment ago
         raise not_found("tenant") from None
@@ -166,6 +167,8 @@ async def change_subscription(request: web.Request, caller: records.ApiKey, id: 
         # One made before v1a has no key pair yet: it gets one as it leaves v1.
         signature_scheme=change.signature_scheme,
         signing_key=None if change.signature_scheme in (None, "v1") else new_signing_key(),
+        set_policy="policy" in change.model_fields_set,
+        policy=None if change.policy is None else change.policy.stored(),
     )
     if record is None:  # deleted a moment ago
         raise not_found("subscription")

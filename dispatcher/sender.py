@@ -46,9 +46,11 @@ class Sender:
     async def send(
         self, url: str, message_id: str, body: bytes, secrets_in_use: list[str],
         signing_key: str | None = None,
+        extra_headers: tuple[tuple[str, str], ...] = (),
     ) -> AttemptResult:
         """POST `body` to `url`, signed with every secret in `secrets_in_use` (v1) and with
-        `signing_key` if given (v1a)."""
+        `signing_key` if given (v1a), with the subscription's own `extra_headers` (which
+        the API checked name none of these)."""
         started = self._clock()
         timestamp = int(started.timestamp())
         headers = (
@@ -58,6 +60,7 @@ class Sender:
             ("webhook-timestamp", str(timestamp)),
             ("webhook-signature",
              signature_header(secrets_in_use, message_id, timestamp, body, signing_key)),
+            *extra_headers,
         )
         began = time.monotonic()
         resent = False

@@ -11,7 +11,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
-from pydantic import BaseModel
+from pydantic import BaseModel, Json
 
 from hookpost import stats
 from hookpost.database import ACQUIRE_TIMEOUT, DATABASE_DOWN
@@ -114,6 +114,7 @@ class Subscription(BaseModel):
     disabled_at: datetime | None = None
     max_concurrency: int | None
     rate_limit: float | None
+    policy: Json[dict[str, Any]] | None = None  # as the API validated it; None: the defaults
     created_at: datetime
     updated_at: datetime
     signature_scheme: str = "v1"  # v1, v1a or both
@@ -214,6 +215,8 @@ class ClaimedDelivery(NamedTuple):
     expired_lease: datetime | None = None  # taken over: when the lease before this one ended
     signature_scheme: str = "v1"  # v1 signs with the secrets, v1a with signing_key, both both
     signing_key: str | None = None
+    created_at: datetime | None = None  # when its event came: a status rule's time counts from it
+    policy: str | None = None  # the subscription's policy, JSON text; None: the defaults
 
     @property
     def trigger(self) -> str:
@@ -424,14 +427,16 @@ class Store:
         status: str, secret: str, now: datetime, max_concurrency: int | None = None,
         rate_limit: float | None = None, tenant_id: str = DEFAULT_TENANT,
         signature_scheme: str = "v1", signing_key: tuple[str, str] | None = None,
+        policy: str | None = None,
     ) -> Subscription:
         """The subscription made; TenantGone if its tenant has been deleted. `signing_key`
-        is its Ed25519 (private, public) key pair."""
+        is its Ed25519 (private, public) key pair; `policy` is JSON text (None: the
+        defaults)."""
         private, public = signing_key or (None, None)
         row = await _fetchrow(
             self.pool, QUERIES["insert_subscription"], owner_key_id, url, event_types, description,
             status, secret, now, max_concurrency, rate_limit, tenant_id, signature_scheme,
-            private, public,
+            private, public, policy,
         )
         if row is None:
             raise TenantGone(tenant_id)
@@ -457,16 +462,18 @@ class Store:
         event_types: list[str] | None, description: str | None, status: str | None,
         now: datetime, limits: Mapping[str, float | None] | None = None,
         signature_scheme: str | None = None, signing_key: tuple[str, str] | None = None,
+        set_policy: bool = False, policy: str | None = None,
     ) -> Subscription | None:
         """Change what is not None; of `limits`, each one named is set (None: removed). The
-        key pair `signing_key` is kept only if the subscription has none yet."""
+        key pair `signing_key` is kept only if the subscription has none yet; with
+        `set_policy`, the policy becomes `policy` (JSON text; None: the defaults)."""
         limits = limits or {}
         private, public = signing_key or (None, None)
         row = await _fetchrow(
             self.pool, QUERIES["update_subscription"], id, scope.owner_key_id, url, event_types,
             description, status, now, "max_concurrency" in limits,
             limits.get("max_concurrency"), "rate_limit" in limits, limits.get("rate_limit"),
-            scope.tenant_id, signature_scheme, private, public,
+            scope.tenant_id, signature_scheme, private, public, set_policy, policy,
         )
         return _model(Subscription, row)
 
