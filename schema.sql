@@ -75,6 +75,39 @@ BEGIN
 END
 $$;
 
+-- How attempts are signed: v1 (HMAC-SHA256 with the secret), v1a (Ed25519 with
+-- signing_key, a private key never shown; receivers verify with public_key), or both while
+-- receivers move from one to the other. A subscription made before these has no key pair
+-- until its scheme first leaves v1.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'subscriptions'
+                     AND column_name = 'signature_scheme') THEN
+        ALTER TABLE subscriptions
+            ADD COLUMN IF NOT EXISTS signing_key text,
+            ADD COLUMN IF NOT EXISTS public_key text,
+            ADD COLUMN IF NOT EXISTS signature_scheme text NOT NULL DEFAULT 'v1'
+                CONSTRAINT subscriptions_signature_scheme_check
+                CHECK (signature_scheme IN ('v1', 'v1a', 'both')),
+            ADD CONSTRAINT subscriptions_signing_key_check
+                CHECK (signature_scheme = 'v1' OR signing_key IS NOT NULL);
+    END IF;
+END
+$$;
+
+-- A delivery policy of the subscriber's own (headers, retry schedule, status rules), as
+-- the API validated it; NULL: the defaults. (Checked first, as above.)
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'subscriptions'
+                     AND column_name = 'policy') THEN
+        ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS policy jsonb;
+    END IF;
+END
+$$;
+
 CREATE INDEX IF NOT EXISTS subscriptions_listing
     ON subscriptions (created_at DESC, id DESC) WHERE status <> 'deleted';
 -- Fan-out goes through subscription_patterns (below) instead of this.
@@ -243,7 +276,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     response_body    text,
     error_kind       text CONSTRAINT attempts_error_kind_check CHECK (error_kind IN
                      ('timeout', 'connect', 'dns', 'refused', 'tls', 'http', 'cut_off',
-                      'unknown')),
+                      'unknown', 'proxy')),
     error_message    text,
     -- Sent a second time on a fresh connection: the kept-alive one closed unanswered.
     resent           boolean NOT NULL DEFAULT false,
@@ -253,9 +286,9 @@ CREATE TABLE IF NOT EXISTS attempts (
 
 CREATE TABLE IF NOT EXISTS attempts_default PARTITION OF attempts DEFAULT;
 
--- A database made before sends cut off, sends of unknown outcome and refused destinations
--- were told apart: the resent column, and the wider list of error kinds on every partition
--- (a partition made with LIKE holds its own copy of the check).
+-- A database made before sends cut off, sends of unknown outcome, refused destinations and
+-- failed egress proxies were told apart: the resent column, and the wider list of error
+-- kinds on every partition (a partition made with LIKE holds its own copy of the check).
 DO $$
 DECLARE
     partition record;
@@ -268,7 +301,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_constraint
                    WHERE conrelid = 'attempts'::regclass
                      AND conname = 'attempts_error_kind_check'
-                     AND pg_get_constraintdef(oid) LIKE '%unknown%') THEN
+                     AND pg_get_constraintdef(oid) LIKE '%proxy%') THEN
         ALTER TABLE attempts DROP CONSTRAINT IF EXISTS attempts_error_kind_check;
         FOR partition IN
             SELECT inhrelid::regclass AS name FROM pg_inherits
@@ -278,7 +311,8 @@ BEGIN
                            partition.name);
         END LOOP;
         ALTER TABLE attempts ADD CONSTRAINT attempts_error_kind_check CHECK (error_kind IN
-            ('timeout', 'connect', 'dns', 'refused', 'tls', 'http', 'cut_off', 'unknown'));
+            ('timeout', 'connect', 'dns', 'refused', 'tls', 'http', 'cut_off', 'unknown',
+             'proxy'));
     END IF;
 END
 $$;

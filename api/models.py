@@ -16,7 +16,9 @@ from pydantic import (
     model_validator,
 )
 
+from dispatcher import policy
 from hookpost import stats
+from hookpost.settings import format_duration
 
 EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 # '*', an exact type, or 'prefix.*' matching every type that starts with 'prefix.'.
@@ -104,6 +106,100 @@ RateLimit = Annotated[float, Field(
 )]
 # The limits a receiver asks for: in a PATCH, null removes one.
 LIMITS = ("max_concurrency", "rate_limit")
+SignatureScheme = Annotated[Literal["v1", "v1a", "both"], Field(
+    description="How attempts are signed in webhook-signature: v1 (HMAC-SHA256 with the "
+                "secret), v1a (Ed25519; receivers verify with public_key), or both, while "
+                "receivers move from one to the other.",
+)]
+
+
+def _header_name(name: str) -> str:
+    problem = policy.header_name_problem(name)
+    if problem is not None:
+        raise ValueError(problem)
+    return name
+
+
+def _header_value(value: str) -> str:
+    problem = policy.header_value_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _duration(value: str | int) -> str:
+    return format_duration(policy.policy_duration(value))
+
+
+def _statuses(value: str | int) -> str:
+    first, last = policy.status_range(str(value))
+    if first == last:
+        return str(first)
+    return f"{first // 100}xx" if first % 100 == 0 and last == first + 99 else f"{first}-{last}"
+
+
+def _named_once(headers: dict[str, str]) -> dict[str, str]:
+    if len({name.lower() for name in headers}) < len(headers):
+        raise ValueError("a header is named twice (header names are case-insensitive)")
+    return headers
+
+
+def _schedule(waits: list[str | int]) -> list[str | int]:
+    problem = policy.schedule_problem([policy.policy_duration(wait) for wait in waits])
+    if problem is not None:
+        raise ValueError(problem)
+    return waits
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, StringConstraints(max_length=policy.HEADER_VALUE_LIMIT),
+                        AfterValidator(_header_value)]
+# Given as text (5s, 1m, 1h, 1d, 1500ms) or whole seconds; answered as text.
+PolicyDuration = Annotated[str | int, AfterValidator(_duration)]
+
+
+class StatusRule(Request):
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    statuses: Annotated[str | int, AfterValidator(_statuses)] = Field(
+        description="A code (409), a range (500-599) or a class (4xx), of 100 to 599.")
+    outcome: Literal["succeeded", "retry", "failed"] = Field(
+        description="succeeded: delivered; failed: give up at once; retry: on the schedule.")
+    within: PolicyDuration | None = Field(
+        default=None, alias="for",
+        description="The rule holds only this long after the event was made (e.g. 1h); "
+                    "after that the next rule that covers the status, or the default, "
+                    "decides. Null: always.")
+
+
+class Policy(Request):
+    """How a subscription's deliveries are sent and judged; a field left out keeps the
+    default."""
+
+    headers: Annotated[dict[HeaderName, HeaderValue], AfterValidator(_named_once)] = Field(
+        default={}, max_length=policy.MAX_HEADERS,
+        description="Headers added to every request, at most 20; names hookpost sets or "
+                    "that belong to the connection (hop-by-hop, host, content-*, "
+                    "user-agent, expect, webhook-*) are refused.")
+    retry_schedule: Annotated[list[PolicyDuration], AfterValidator(_schedule)] | None = Field(
+        default=None, max_length=policy.MAX_WAITS,
+        description="The waits after attempts 1, 2, ...: at most 19 (20 attempts), each "
+                    "at least 1s, 7d in all; [] makes one attempt only. Null: the "
+                    "deployment's schedule (HOOKPOST_RETRY_SCHEDULE).")
+    status_rules: list[StatusRule] = Field(
+        default=[], max_length=policy.MAX_STATUS_RULES,
+        description="Checked in order before the default (2xx succeeds, 4xx other than 429 "
+                    "gives up, the rest is retried): the first that covers a status decides. "
+                    "At most 20.")
+
+    def stored(self) -> str | None:
+        """The policy as the subscription keeps it: JSON text, None when all is default."""
+        if self == Policy():
+            return None
+        return self.model_dump_json()
+
+
+POLICY_FIELD = Field(default=None, description="The delivery policy; left out: the defaults.")
 
 
 class SubscriptionCreate(Request):
@@ -114,11 +210,14 @@ class SubscriptionCreate(Request):
     status: Literal["active", "paused"] = "active"
     max_concurrency: MaxConcurrency | None = None
     rate_limit: RateLimit | None = None
+    signature_scheme: SignatureScheme = "v1"
+    policy: Policy | None = POLICY_FIELD
 
 
 class SubscriptionUpdate(Request):
     """Only the fields sent change; a field cannot be set to null, but a limit can (it is
-    then removed)."""
+    then removed) and so can the policy (it is then the default). A policy sent replaces
+    the whole policy."""
 
     model_config = ConfigDict(json_schema_extra=_absent_not_null)
 
@@ -128,10 +227,12 @@ class SubscriptionUpdate(Request):
     status: Literal["active", "paused"] | None = None
     max_concurrency: MaxConcurrency | None = None
     rate_limit: RateLimit | None = None
+    signature_scheme: SignatureScheme | None = None
+    policy: Policy | None = None
 
     @model_validator(mode="after")
     def _no_nulls(self) -> SubscriptionUpdate:
-        for name in self.model_fields_set - set(LIMITS):
+        for name in self.model_fields_set - {*LIMITS, "policy"}:
             if getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null; leave it out to keep it")
         return self
@@ -213,6 +314,12 @@ class Subscription(BaseModel):
     )
     max_concurrency: int | None
     rate_limit: float | None
+    signature_scheme: SignatureScheme
+    public_key: str | None = Field(
+        description="The Ed25519 public key (whpk_...) that verifies v1a signatures; null "
+                    "for a subscription made before v1a until its scheme leaves v1."
+    )
+    policy: Annotated[Policy, BeforeValidator(lambda stored: stored or {})]
     created_at: datetime
     updated_at: datetime
 
@@ -303,12 +410,13 @@ class Attempt(BaseModel):
     response_headers: dict[str, str] | None
     response_body: str | None
     error_kind: Literal[
-        "timeout", "connect", "dns", "refused", "tls", "http", "cut_off", "unknown"
+        "timeout", "connect", "dns", "refused", "tls", "http", "cut_off", "unknown", "proxy"
     ] | None = Field(description=(
         "Why no usable answer came: timeout, connect, dns (the host does not resolve), "
         "refused (it resolves to an address hookpost may not send to), tls, http (not 2xx, "
-        "or not HTTP), cut_off (the dispatcher stopped during the send) or unknown (a "
-        "dispatcher died holding the delivery; the receiver may have got it)."))
+        "or not HTTP), cut_off (the dispatcher stopped during the send), unknown (a "
+        "dispatcher died holding the delivery; the receiver may have got it) or proxy (the "
+        "egress proxy could not be reached or refused the tunnel)."))
     error_message: str | None
     resent: bool = Field(description=(
         "Sent twice: the kept-alive connection closed without an answer, so the request "

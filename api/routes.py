@@ -31,7 +31,7 @@ from api.responses import model_response
 from api.state import CLOCK, INGEST, SETTINGS, STORE
 from api.tenancy import TENANT_CACHE, tenant_to_write
 from dispatcher.destinations import check_destination
-from dispatcher.signing import new_secret
+from dispatcher.signing import new_secret, new_signing_key
 from hookpost import __version__, metrics, stats
 from hookpost import store as records
 from hookpost.ids import new_id
@@ -117,6 +117,8 @@ async def create_subscription(request: web.Request) -> web.Response:
         record = await store.insert_subscription(
             caller.id, body.url, body.event_types, body.description, body.status, new_secret(),
             request.app[CLOCK](), body.max_concurrency, body.rate_limit, tenant_id,
+            body.signature_scheme, new_signing_key(),
+            None if body.policy is None else body.policy.stored(),
         )
     except records.TenantGone:  # deleted a moment ago
         raise not_found("tenant") from None
@@ -162,6 +164,11 @@ async def change_subscription(request: web.Request, caller: records.ApiKey, id: 
         now=request.config_dict[CLOCK](),
         limits={name: getattr(change, name) for name in models.LIMITS
                 if name in change.model_fields_set},
+        # One made before v1a has no key pair yet: it gets one as it leaves v1.
+        signature_scheme=change.signature_scheme,
+        signing_key=None if change.signature_scheme in (None, "v1") else new_signing_key(),
+        set_policy="policy" in change.model_fields_set,
+        policy=None if change.policy is None else change.policy.stored(),
     )
     if record is None:  # deleted a moment ago
         raise not_found("subscription")

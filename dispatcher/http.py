@@ -10,6 +10,7 @@ hot path. The response is parsed by llhttp (through httptools).
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import socket
 import ssl
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, cast
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httptools
 
@@ -43,6 +44,41 @@ class UnresolvedHost(OSError):
 
 class StaleConnection(ConnectionError):
     """A kept-alive connection closed before any of the response arrived."""
+
+
+class ProxyFailed(OSError):
+    """The egress proxy could not be reached, or did not open the tunnel asked of it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """An HTTP proxy every request goes through: https ones in a CONNECT tunnel, http ones
+    as absolute-form requests."""
+
+    host: str
+    port: int
+    authorization: str | None  # the proxy-authorization value the URL's user info makes
+
+    @property
+    def shown(self) -> str:
+        """Where it is, for messages: never its credentials."""
+        return f"{_bracketed(self.host)}:{self.port}"
+
+
+def proxy_of(url: str) -> Proxy:
+    """The proxy `http://[user:password@]host:port` names; ValueError if it names none."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or parts.port is None:
+        raise ValueError("the proxy must be given as http://[user:password@]host:port")
+    authorization = None
+    if parts.username is not None:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        authorization = "Basic " + base64.b64encode(credentials.encode()).decode()
+    return Proxy(parts.hostname, parts.port, authorization)
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +110,7 @@ def destination_of(url: str) -> Destination:
     target = quote(parts.path or "/", safe=_PATH_SAFE)
     if parts.query:
         target += "?" + quote(parts.query, safe=_PATH_SAFE + "?")
-    shown = f"[{host}]" if ":" in host else host
+    shown = _bracketed(host)
     default_port = 443 if tls else 80
     host_header = shown if port == default_port else f"{shown}:{port}"
     return Destination(tls, host, port, target, host_header)
@@ -215,8 +251,45 @@ class _Connection(asyncio.Protocol):
         self._finish()
 
 
+class _Tunnel(asyncio.Protocol):
+    """A connection to a proxy that has been asked to CONNECT: waits for its answer."""
+
+    def __init__(self) -> None:
+        self.answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._head = bytearray()
+
+    def _fail(self, message: str) -> None:
+        if not self.answered.done():
+            self.answered.set_exception(ProxyFailed(message))
+
+    def data_received(self, data: bytes) -> None:
+        if self.answered.done():
+            return
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._head) > HEAD_LIMIT:
+                self._fail("the proxy's answer to CONNECT exceeds 64 KiB")
+            return
+        status_line = bytes(self._head[:self._head.find(b"\r\n")]).decode("latin-1")
+        version, _, rest = status_line.partition(" ")
+        code = rest[:3]
+        if not version.startswith("HTTP/1.") or not code.isdigit():
+            self._fail(f"the proxy answered CONNECT with no HTTP status: {status_line[:200]!r}")
+        elif not code.startswith("2"):
+            self._fail(f"the proxy answered CONNECT with {status_line[:200]}")
+        elif end + 4 < len(self._head):  # the destination speaks only after the client hello
+            self._fail("the proxy sent bytes after its answer to CONNECT")
+        else:
+            self.answered.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail("the proxy closed the connection before answering CONNECT")
+
+
 class HttpClient:
-    """POSTs over connections kept per (scheme, host, port); create inside the running loop."""
+    """POSTs over connections kept per (scheme, host, port), through `proxy` if given;
+    create inside the running loop."""
 
     def __init__(
         self,
@@ -224,7 +297,9 @@ class HttpClient:
         allowed_networks: Sequence[IPNetwork],
         connect_timeout: float,
         ssl_context: ssl.SSLContext | None = None,
+        proxy: str | None = None,
     ) -> None:
+        self._proxy = None if proxy is None else proxy_of(proxy)
         self._allowed = list(allowed_networks)
         self._connect_timeout = connect_timeout
         self._ssl = ssl_context or ssl.create_default_context()
@@ -245,6 +320,11 @@ class HttpClient:
         except (ValueError, UnicodeError) as error:
             raise DestinationRefused(str(error)) from None
         lines = [f"POST {destination.target} HTTP/1.1", f"host: {destination.host_header}"]
+        if self._proxy is not None and not destination.tls:
+            # Plain http goes to the proxy as it is, naming the destination in full.
+            lines[0] = f"POST http://{destination.host_header}{destination.target} HTTP/1.1"
+            if self._proxy.authorization is not None:
+                lines.append(f"proxy-authorization: {self._proxy.authorization}")
         lines += [f"{name}: {value}" for name, value in headers]
         lines.append(f"content-length: {len(body)}\r\n\r\n")
         request = "\r\n".join(lines).encode("latin-1") + body
@@ -310,10 +390,14 @@ class HttpClient:
                 del self._idle[key]
 
     async def _connect(self, destination: Destination) -> _Connection:
-        """A new connection to the first allowed address that answers."""
+        """A new connection to the first allowed address that answers, or through the
+        proxy once the destination's addresses are found allowed."""
+        addresses = await self._allowed_addresses(destination.host, destination.port)
+        if self._proxy is not None:
+            return await self._connect_through(self._proxy, destination)
         loop = asyncio.get_running_loop()
         error: OSError | None = None
-        for address in await self._allowed_addresses(destination.host, destination.port):
+        for address in addresses:
             try:
                 async with asyncio.timeout(self._connect_timeout):
                     _, connection = await loop.create_connection(
@@ -331,6 +415,52 @@ class HttpClient:
                 error = failed
         assert error is not None
         raise error
+
+    async def _connect_through(self, proxy: Proxy, destination: Destination) -> _Connection:
+        """A connection through `proxy`: to the proxy itself for http, a CONNECT tunnel to
+        the destination, with TLS inside it, for https.
+
+        The proxy is given the destination's name, not the address checked here: proxies
+        that filter by name (smokescreen) need it, and Host and SNI stay the name. A name
+        whose answers change between the check and the proxy's own lookup (DNS rebinding)
+        reaches what the proxy resolves, so the proxy must refuse private addresses too."""
+        loop = asyncio.get_running_loop()
+        step = f"connect to the proxy {proxy.shown}"
+        proxy_at_fault = True  # until the tunnel is open; then failures are the destination's
+        transport: asyncio.Transport | None = None
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                if not destination.tls:
+                    _, connection = await loop.create_connection(
+                        _Connection, host=proxy.host, port=proxy.port)
+                    return connection
+                transport, tunnel = await loop.create_connection(
+                    _Tunnel, host=proxy.host, port=proxy.port)
+                step = f"open a tunnel to {destination.host} through the proxy {proxy.shown}"
+                authority = f"{_bracketed(destination.host)}:{destination.port}"
+                lines = [f"CONNECT {authority} HTTP/1.1", f"host: {authority}"]
+                if proxy.authorization is not None:
+                    lines.append(f"proxy-authorization: {proxy.authorization}")
+                transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+                await tunnel.answered
+                step, proxy_at_fault = f"connect to {destination.host} through the proxy", False
+                connection = _Connection()
+                secured = await loop.start_tls(transport, connection, self._ssl,
+                                               server_hostname=destination.host)
+                if secured is None:
+                    raise ConnectionResetError("the tunnel closed during the TLS handshake")
+                connection.connection_made(secured)
+                return connection
+        except BaseException as error:
+            if transport is not None:
+                transport.close()
+            if isinstance(error, TimeoutError):
+                failure = ProxyFailed if proxy_at_fault else TimeoutError
+                raise failure(f"could not {step} within {self._connect_timeout:g}s") from None
+            if proxy_at_fault and isinstance(error, OSError) and not isinstance(
+                    error, ProxyFailed):
+                raise ProxyFailed(f"could not {step}: {error}") from None
+            raise  # the proxy's own refusal, or the destination's TLS or connection error
 
     async def _allowed_addresses(self, host: str, port: int) -> list[IPAddress]:
         """The addresses `host` resolves to, each one allowed; DestinationRefused if none."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 
@@ -37,7 +38,7 @@ def next_attempt_at(
     attempt_number: int,
     outcome: Outcome,
     now: datetime,
-    schedule: list[timedelta],
+    schedule: Sequence[timedelta],
     retry_after: timedelta | None = None,
 ) -> datetime | None:
     """When attempt `attempt_number + 1` is due, or None when the delivery is finished.

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 
 from dispatcher.destinations import DestinationRefused, IPNetwork
-from dispatcher.http import HttpClient, MalformedResponse, UnresolvedHost
+from dispatcher.http import HttpClient, MalformedResponse, ProxyFailed, UnresolvedHost
 from dispatcher.signing import signature_header
 from dispatcher.verdict import AttemptResult, ErrorKind
 from hookpost import __version__
@@ -31,19 +31,26 @@ class Sender:
         total_timeout: float,
         connect_timeout: float,
         clock: Clock = utcnow,
+        proxy: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._clock = clock
         self._client = HttpClient(allowed_networks=allowed_networks,
-                                  connect_timeout=connect_timeout)
+                                  connect_timeout=connect_timeout, proxy=proxy,
+                                  ssl_context=ssl_context)
         self._total_timeout = total_timeout
 
     async def close(self) -> None:
         await self._client.close()
 
     async def send(
-        self, url: str, message_id: str, body: bytes, secrets_in_use: list[str]
+        self, url: str, message_id: str, body: bytes, secrets_in_use: list[str],
+        signing_key: str | None = None,
+        extra_headers: tuple[tuple[str, str], ...] = (),
     ) -> AttemptResult:
-        """POST `body` to `url`, signed with every secret in `secrets_in_use`."""
+        """POST `body` to `url`, signed with every secret in `secrets_in_use` (v1) and with
+        `signing_key` if given (v1a), with the subscription's own `extra_headers` (which
+        the API checked name none of these)."""
         started = self._clock()
         timestamp = int(started.timestamp())
         headers = (
@@ -51,7 +58,9 @@ class Sender:
             ("user-agent", USER_AGENT),
             ("webhook-id", message_id),
             ("webhook-timestamp", str(timestamp)),
-            ("webhook-signature", signature_header(secrets_in_use, message_id, timestamp, body)),
+            ("webhook-signature",
+             signature_header(secrets_in_use, message_id, timestamp, body, signing_key)),
+            *extra_headers,
         )
         began = time.monotonic()
         resent = False
@@ -92,6 +101,8 @@ def _kept_headers(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
 
 
 def _describe(error: OSError | MalformedResponse) -> tuple[ErrorKind, str]:
+    if isinstance(error, ProxyFailed):
+        return ErrorKind.PROXY, str(error)
     if isinstance(error, DestinationRefused):
         return ErrorKind.REFUSED, str(error)
     if isinstance(error, UnresolvedHost):

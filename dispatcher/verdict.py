@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from dispatcher.policy import DEFAULT_POLICY, DeliveryPolicy, StatusRule
 from dispatcher.schedule import Outcome, next_attempt_at, parse_retry_after
 from hookpost.store import AttemptRecord, ClaimedDelivery
 
 GONE_REASON = "the endpoint answered 410 Gone"
+# A receiver that answers with this header (any status) wants no more retries.
+ABORT_HEADER, ABORT_VALUE = "webhook-delivery", "abort"
+ABORTED = "the receiver asked for no more retries (webhook-delivery: abort)"
 _RETRY_AFTER_STATUSES = (429, 503)
 
 
@@ -23,6 +28,7 @@ class ErrorKind(enum.StrEnum):
     REFUSED = "refused"  # it resolves only to addresses hookpost may not send to
     TLS = "tls"
     HTTP = "http"  # an answer that is not 2xx, or not usable HTTP
+    PROXY = "proxy"  # the egress proxy could not be reached or refused the tunnel
     # The dispatcher stopped while the request was out: the receiver may have it.
     CUT_OFF = "cut_off"
     # A dispatcher leased the delivery and died before recording what it sent, if anything.
@@ -67,10 +73,19 @@ def unknown_outcome(leased_at: datetime) -> AttemptResult:
                          "an attempt; the receiver may have got it")
 
 
-def classify(status: int | None) -> Outcome:
-    """What a response status (None: no response at all) means for the delivery."""
+def classify(status: int | None, rules: Sequence[StatusRule] = (),
+             age: timedelta = timedelta(0)) -> Outcome:
+    """What a response status (None: no response at all) means for a delivery `age` old.
+
+    The first of a policy's `rules` that covers the status decides, while the delivery is
+    younger than its time limit; otherwise 2xx succeeds, 4xx other than 429 gives up, and
+    everything else is retried.
+    """
     if status is None:
         return Outcome.RETRY
+    for rule in rules:
+        if rule.first <= status <= rule.last and (rule.within is None or age < rule.within):
+            return rule.outcome
     if 200 <= status < 300:
         return Outcome.SUCCEEDED
     if 400 <= status < 500 and status != 429:
@@ -95,7 +110,7 @@ def after_attempt(
     next_attempt_before: datetime | None,
     outcome: Outcome,
     now: datetime,
-    schedule: list[timedelta],
+    schedule: Sequence[timedelta],
     retry_after: timedelta | None = None,
 ) -> NextState:
     """The delivery's state after an attempt.
@@ -120,13 +135,17 @@ def after_attempt(
 
 
 def decide(
-    delivery: ClaimedDelivery, result: AttemptResult, now: datetime, schedule: list[timedelta]
+    delivery: ClaimedDelivery, result: AttemptResult, now: datetime,
+    schedule: Sequence[timedelta], policy: DeliveryPolicy = DEFAULT_POLICY,
 ) -> AttemptRecord:
     """The attempt row `result` makes for `delivery`, and everything it changes: the
-    delivery's next state, the subscription's health, whether it disables it."""
+    delivery's next state, the subscription's health, whether it disables it. `policy`,
+    the subscription's, may replace `schedule` and overrule the default status rule."""
     kind, message = result.error_kind, result.error_message
     status = result.status
-    if kind is None and status is not None and not 200 <= status < 300:
+    age = timedelta(0) if delivery.created_at is None else now - delivery.created_at
+    verdict = classify(status, policy.status_rules, age)
+    if kind is None and status is not None and verdict is not Outcome.SUCCEEDED:
         kind, message = ErrorKind.HTTP, f"HTTP {status}"
     headers = None if result.headers is None else json.dumps(result.headers)
 
@@ -160,11 +179,17 @@ def decide(
     state = after_attempt(
         manual=delivery.manual, prior_status=delivery.status,
         scheduled_attempts=delivery.scheduled_attempts,
-        next_attempt_before=delivery.next_attempt_at, outcome=classify(status), now=now,
-        schedule=schedule, retry_after=retry_after,
+        next_attempt_before=delivery.next_attempt_at, outcome=verdict, now=now,
+        schedule=schedule if policy.retry_schedule is None else policy.retry_schedule,
+        retry_after=retry_after,
     )
+    aborted = (result.header(ABORT_HEADER) or "").strip().lower() == ABORT_VALUE
+    if aborted and state.outcome is not Outcome.SUCCEEDED:  # a 2xx ends the delivery anyway
+        state = NextState("failed", None, Outcome.FAILED, state.scheduled_attempts)
+        message = f"{message}; {ABORTED}"
     health = "success" if state.outcome is Outcome.SUCCEEDED else "failure"
-    # A receiver that answers 410 Gone has asked to be forgotten.
-    disable_reason = GONE_REASON if status == 410 else None
+    # A receiver that answers 410 Gone has asked to be forgotten (unless its policy says
+    # that 410 means something else).
+    disable_reason = GONE_REASON if status == 410 and verdict is Outcome.FAILED else None
     return record(state, moves=True, manual_done=delivery.manual, health=health,
                   disable_reason=disable_reason)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from dispatcher.concurrency import START, Concurrency
+from dispatcher.policy import DeliveryPolicy, parse_policy
 from dispatcher.schedule import Outcome
 from dispatcher.sender import Sender
 from dispatcher.verdict import GONE_REASON, AttemptResult, cut_off, decide, unknown_outcome
@@ -117,6 +118,8 @@ class Dispatcher:
                 total_timeout=self.settings.request_timeout.total_seconds(),
                 connect_timeout=self.settings.connect_timeout.total_seconds(),
                 clock=self.clock,
+                proxy=None if self.settings.proxy is None
+                else self.settings.proxy.get_secret_value(),
             )
         side_tasks = [asyncio.create_task(self._write_records_forever(), name="records")]
         if self.settings.listen_notify and not until_idle and self.store.url is not None:
@@ -290,10 +293,13 @@ class Dispatcher:
                     await self._hand_back(delivery)
                     return
                 self._sent_at[delivery.id] = now
+                policy = parse_policy(delivery.policy)
                 result = await self._sender.send(
-                    delivery.url, delivery.event_id, delivery.payload, delivery.signing_secrets
+                    delivery.url, delivery.event_id, delivery.payload, delivery.signing_secrets,
+                    delivery.ed25519_key,
+                    policy.headers,
                 )
-                record = self._record(delivery, result)
+                record = self._record(delivery, result, policy)
                 self._concurrency.answered(subscription, succeeded=record.outcome == "succeeded",
                                            error_kind=record.error_kind)
                 self._add_record(record)
@@ -355,9 +361,10 @@ class Dispatcher:
         with contextlib.suppress(*DATABASE_DOWN):  # else the lease just runs out
             await self.store.release_leases({delivery.id: delivery.lease_token}, self.clock())
 
-    def _record(self, delivery: ClaimedDelivery, result: AttemptResult) -> AttemptRecord:
-        """The verdict on one attempt, counted and logged."""
-        record = decide(delivery, result, self.clock(), self.settings.retry_schedule)
+    def _record(self, delivery: ClaimedDelivery, result: AttemptResult,
+                policy: DeliveryPolicy) -> AttemptRecord:
+        """The verdict on one attempt, under its subscription's policy, counted and logged."""
+        record = decide(delivery, result, self.clock(), self.settings.retry_schedule, policy)
         metrics.attempts_counter(
             record.outcome, metrics.response_class(result.status, record.error_kind)).inc()
         metrics.ATTEMPT_SECONDS.observe(result.duration_ms / 1000)

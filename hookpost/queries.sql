@@ -172,8 +172,8 @@ WHERE s.tenant_id = $1 AND s.status <> 'deleted' AND d.status = 'pending';
 -- Nothing, if tenant $10 has been deleted (a key of it may still be cached for a moment).
 INSERT INTO subscriptions
     (owner_key_id, url, event_types, description, status, secret, created_at, updated_at,
-     max_concurrency, rate_limit, tenant_id)
-SELECT $1, $2, $3, $4, $5, $6, $7, $7, $8, $9, id
+     max_concurrency, rate_limit, tenant_id, signature_scheme, signing_key, public_key, policy)
+SELECT $1, $2, $3, $4, $5, $6, $7, $7, $8, $9, id, $11, $12, $13, $14::jsonb
 FROM tenants WHERE id = $10 AND status = 'active'
 RETURNING *;
 
@@ -193,8 +193,10 @@ ORDER BY created_at DESC, id DESC
 LIMIT $2;
 
 -- name: update_subscription --
--- NULL leaves a field as it is; a limit is set (NULL: removed) when its flag ($8, $10) is.
--- Leaving 'disabled' forgets why it was disabled and starts its health afresh.
+-- NULL leaves a field as it is; a limit is set (NULL: removed) when its flag ($8, $10) is,
+-- and the policy (NULL: the defaults) when $16 is.
+-- Leaving 'disabled' forgets why it was disabled and starts its health afresh. The key pair
+-- ($14, $15) is taken only by a subscription that has none: an existing one is kept.
 UPDATE subscriptions SET
     url = coalesce($3, url),
     event_types = coalesce($4, event_types),
@@ -206,6 +208,10 @@ UPDATE subscriptions SET
                          ELSE failing_since END,
     max_concurrency = CASE WHEN $8 THEN $9::integer ELSE max_concurrency END,
     rate_limit = CASE WHEN $10 THEN $11::float8 ELSE rate_limit END,
+    signature_scheme = coalesce($13, signature_scheme),
+    signing_key = coalesce(signing_key, $14),
+    public_key = coalesce(public_key, $15),
+    policy = CASE WHEN $16 THEN $17::jsonb ELSE policy END,
     updated_at = $7
 WHERE id = $1 AND status <> 'deleted' AND ($2::text IS NULL OR owner_key_id = $2)
   AND ($12::text IS NULL OR tenant_id = $12)
@@ -449,7 +455,8 @@ WITH commit_mode AS (
               coalesce(d.manual_due_at <= $1, false) AS manual, paced.taken_over,
               d.lease_token, d.lease_expires_at, paced.send_at, paced.rate_limit,
               paced.rate_from, paced.max_concurrency,
-              CASE WHEN paced.taken_over THEN paced.expired_lease END AS expired_lease
+              CASE WHEN paced.taken_over THEN paced.expired_lease END AS expired_lease,
+              d.created_at
 ), paced_on AS (
     UPDATE subscriptions s
     SET rate_next_at = c.rate_from + make_interval(secs => c.taken / c.rate_limit)
@@ -468,7 +475,8 @@ SELECT c.id, c.event_id, c.subscription_id, c.attempt_count, c.scheduled_attempt
        e.payload, s.url, s.secret,
        CASE WHEN s.previous_secret_expires_at > $1 THEN s.previous_secret END
            AS previous_secret,
-       c.lease_token, c.lease_expires_at, c.send_at, c.max_concurrency, c.expired_lease
+       c.lease_token, c.lease_expires_at, c.send_at, c.max_concurrency, c.expired_lease,
+       s.signature_scheme, s.signing_key, c.created_at, s.policy::text AS policy
 FROM claimed c
 JOIN events e ON e.id = c.event_id
 JOIN subscriptions s ON s.id = c.subscription_id

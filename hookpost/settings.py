@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -62,7 +62,9 @@ def _duration(value: Any) -> Any:
 class Settings(BaseSettings):
     """Every setting hookpost reads; the environment variable is HOOKPOST_<NAME>."""
 
-    model_config = SettingsConfigDict(env_prefix="HOOKPOST_", extra="ignore")
+    # Errors name the setting, never echo its value: DATABASE_URL and PROXY may hold passwords.
+    model_config = SettingsConfigDict(env_prefix="HOOKPOST_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     database_url: str | None = Field(
         default=None,
@@ -157,6 +159,12 @@ class Settings(BaseSettings):
     listen_notify: bool = Field(
         default=True, description="Wake dispatchers with LISTEN/NOTIFY (polling always runs)."
     )
+    # Secret: its user info may hold the proxy's password.
+    proxy: SecretStr | None = Field(
+        default=None,
+        description="An HTTP proxy every attempt goes through, http://[user:password@]host:port "
+                    "(CONNECT for https receivers). Destinations are still checked first.",
+    )
 
     @field_validator("retry_schedule", mode="before")
     @classmethod
@@ -185,6 +193,23 @@ class Settings(BaseSettings):
         if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query:
             raise ValueError(f"not an http(s) address such as https://hooks.example.com: {value!r}")
         return url
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.get_secret_value().strip())
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if (parts.scheme != "http" or not parts.hostname or port is None
+                or parts.path not in ("", "/") or parts.query or parts.fragment):
+            # Not the value itself: it may hold a password.
+            raise ValueError("the proxy must be http://[user:password@]host:port, its port "
+                             "given")
+        return SecretStr(parts.geturl().removesuffix("/"))
 
     @field_validator("allowed_networks", mode="before")
     @classmethod

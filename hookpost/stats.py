@@ -44,20 +44,36 @@ def percentile(latency: Sequence[int], q: float) -> float | None:
     """The duration (ms) below which a share `q` (0 < q <= 1) of the attempts counted in
     `latency` (per bucket) fell, read linearly inside its bucket; the last bucket, which has
     no end, answers its lower bound. None if nothing was counted."""
-    return _percentile(list(itertools.accumulate(latency)), q)
+    return percentiles(latency, (q,))[0]
 
 
-def _percentile(cumulative: list[int], q: float) -> float | None:
-    if not cumulative or cumulative[-1] == 0:
-        return None
-    rank = q * cumulative[-1]
-    index = bisect.bisect_left(cumulative, rank)  # the first bucket reaching the rank
-    before = cumulative[index - 1] if index else 0
-    lower = LATENCY_BOUNDS[index]
-    if index + 1 == len(LATENCY_BOUNDS):
-        return float(lower)
-    upper = LATENCY_BOUNDS[index + 1]
-    return lower + (upper - lower) * (rank - before) / (cumulative[index] - before)
+def percentiles(latency: Sequence[int], shares: Sequence[float]) -> tuple[float | None, ...]:
+    """`percentile` of each of `shares` (in rising order), in one pass over the buckets."""
+    total = sum(latency)
+    if not total:
+        return (None,) * len(shares)
+    ranks = iter([q * total for q in shares])
+    rank = next(ranks)
+    found: list[float | None] = []
+    before = 0
+    for index, count in enumerate(latency):
+        if not count:
+            continue
+        after = before + count
+        # The first bucket whose running count reaches a rank holds that percentile.
+        while after >= rank:
+            lower = LATENCY_BOUNDS[index]
+            if index + 1 == len(LATENCY_BOUNDS):
+                found.append(float(lower))
+            else:
+                found.append(lower + (LATENCY_BOUNDS[index + 1] - lower) * (rank - before)
+                             / count)
+            next_rank = next(ranks, None)
+            if next_rank is None:
+                return tuple(found)
+            rank = next_rank
+        before = after
+    return (*found, *(None,) * (len(shares) - len(found)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,14 +152,16 @@ class Report:
     series: list[Point]
 
 
+_SHARES = tuple(PERCENTILES.values())
+
+
 def summarize(counts: Counts) -> Summary:
-    cumulative = list(itertools.accumulate(counts.latency))
     attempts = counts.succeeded + counts.retried + counts.failed
     return Summary(
         attempts=attempts, succeeded=counts.succeeded, retried=counts.retried,
         failed=counts.failed,
         success_rate=counts.succeeded / attempts if attempts else None,
-        latency_ms=Latency(*(_percentile(cumulative, q) for q in PERCENTILES.values())),
+        latency_ms=Latency(*percentiles(counts.latency, _SHARES)),
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
-from pydantic import BaseModel
+from pydantic import BaseModel, Json
 
 from hookpost import stats
 from hookpost.database import ACQUIRE_TIMEOUT, DATABASE_DOWN
@@ -117,8 +117,12 @@ class Subscription(BaseModel):
     disabled_at: datetime | None = None
     max_concurrency: int | None
     rate_limit: float | None
+    policy: Json[dict[str, Any]] | None = None  # as the API validated it; None: the defaults
     created_at: datetime
     updated_at: datetime
+    signature_scheme: str = "v1"  # v1, v1a or both
+    signing_key: str | None = None  # the Ed25519 private key (whsk_...); never shown
+    public_key: str | None = None  # its public key (whpk_...)
 
 
 class Event(BaseModel):
@@ -212,6 +216,10 @@ class ClaimedDelivery(NamedTuple):
     send_at: datetime | None = None  # not before: the subscription's rate_limit paces it
     max_concurrency: int | None = None  # what every dispatcher may have out to it at once
     expired_lease: datetime | None = None  # taken over: when the lease before this one ended
+    signature_scheme: str = "v1"  # v1 signs with the secrets, v1a with signing_key, both both
+    signing_key: str | None = None
+    created_at: datetime | None = None  # when its event came: a status rule's time counts from it
+    policy: str | None = None  # the subscription's policy, JSON text; None: the defaults
 
     @property
     def trigger(self) -> str:
@@ -221,9 +229,17 @@ class ClaimedDelivery(NamedTuple):
 
     @property
     def signing_secrets(self) -> list[str]:
+        """The secrets it is signed with (v1): none under v1a alone."""
+        if self.signature_scheme == "v1a":
+            return []
         return [self.secret] if self.previous_secret is None else [
             self.secret, self.previous_secret
         ]
+
+    @property
+    def ed25519_key(self) -> str | None:
+        """The private key it is signed with (v1a), if its scheme uses one."""
+        return None if self.signature_scheme == "v1" else self.signing_key
 
 
 class AttemptRecord(NamedTuple):
@@ -413,11 +429,17 @@ class Store:
         self, owner_key_id: str, url: str, event_types: list[str], description: str,
         status: str, secret: str, now: datetime, max_concurrency: int | None = None,
         rate_limit: float | None = None, tenant_id: str = DEFAULT_TENANT,
+        signature_scheme: str = "v1", signing_key: tuple[str, str] | None = None,
+        policy: str | None = None,
     ) -> Subscription:
-        """The subscription made; TenantGone if its tenant has been deleted."""
+        """The subscription made; TenantGone if its tenant has been deleted. `signing_key`
+        is its Ed25519 (private, public) key pair; `policy` is JSON text (None: the
+        defaults)."""
+        private, public = signing_key or (None, None)
         row = await _fetchrow(
             self.pool, QUERIES["insert_subscription"], owner_key_id, url, event_types, description,
-            status, secret, now, max_concurrency, rate_limit, tenant_id,
+            status, secret, now, max_concurrency, rate_limit, tenant_id, signature_scheme,
+            private, public, policy,
         )
         if row is None:
             raise TenantGone(tenant_id)
@@ -442,14 +464,19 @@ class Store:
         self, id: str, scope: Scope, *, url: str | None,
         event_types: list[str] | None, description: str | None, status: str | None,
         now: datetime, limits: Mapping[str, float | None] | None = None,
+        signature_scheme: str | None = None, signing_key: tuple[str, str] | None = None,
+        set_policy: bool = False, policy: str | None = None,
     ) -> Subscription | None:
-        """Change what is not None; of `limits`, each one named is set (None: removed)."""
+        """Change what is not None; of `limits`, each one named is set (None: removed). The
+        key pair `signing_key` is kept only if the subscription has none yet; with
+        `set_policy`, the policy becomes `policy` (JSON text; None: the defaults)."""
         limits = limits or {}
+        private, public = signing_key or (None, None)
         row = await _fetchrow(
             self.pool, QUERIES["update_subscription"], id, scope.owner_key_id, url, event_types,
             description, status, now, "max_concurrency" in limits,
             limits.get("max_concurrency"), "rate_limit" in limits, limits.get("rate_limit"),
-            scope.tenant_id,
+            scope.tenant_id, signature_scheme, private, public, set_policy, policy,
         )
         return _model(Subscription, row)
 

@@ -11,6 +11,8 @@ PLAIN_WORDS: dict[ErrorKind, str] = {
     ErrorKind.REFUSED: "refused: the host resolves only to addresses hookpost may not send to",
     ErrorKind.TLS: "the TLS (https) handshake or certificate failed",
     ErrorKind.HTTP: "the receiver answered, but not with 2xx (or not with usable HTTP)",
+    ErrorKind.PROXY: "the egress proxy could not be reached, or refused to connect to the "
+                     "receiver",
     ErrorKind.CUT_OFF: "cut off: the dispatcher stopped while the request was out; the "
                        "receiver may have it",
     ErrorKind.UNKNOWN: "unknown: a dispatcher died holding the delivery; the receiver may "

@@ -25,6 +25,7 @@ from hookpost.database import create_pool
 from hookpost.settings import Settings
 from hookpost.store import Store
 from tests.conftest import FakeClock
+from tests.egress_proxy import EgressProxy
 
 LOOPBACK = [ipaddress.ip_network("127.0.0.0/8")]
 
@@ -199,6 +200,15 @@ async def receiver(
     receiver.server = await aiohttp_server(app, host="127.0.0.1")
     yield receiver
     receiver.released.set()  # let held requests end so the server closes at once
+
+
+@pytest.fixture
+async def egress_proxy() -> AsyncIterator[EgressProxy]:
+    """An HTTP proxy on 127.0.0.1 that counts what goes through it."""
+    proxy = EgressProxy()
+    await proxy.start()
+    yield proxy
+    await proxy.close()
 
 
 async def wait_for(

@@ -284,10 +284,27 @@ INVALID_FIELDS = [
     pytest.param(post_event({**VALID_EVENT, "idempotency_key": "k" * 256},
                             loc=["body", "idempotency_key"]),
                  id="post-event-idempotency-key-too-long"),
+    # Signature schemes: v1, v1a or both; the key pair is hookpost's own
+    *(pytest.param(create_subscription({**VALID_SUBSCRIPTION, "signature_scheme": scheme},
+                                       loc=["body", "signature_scheme"],
+                                       mentions="'v1', 'v1a' or 'both'"),
+                   id=f"create-subscription-signature-scheme-{scheme!r}")
+      for scheme in ("v2", "V1A", "ed25519", "", 1, None, ["v1", "v1a"])),
+    *(pytest.param(update_subscription({"signature_scheme": scheme},
+                                       loc=["body", "signature_scheme"],
+                                       mentions="'v1', 'v1a' or 'both'"),
+                   id=f"update-subscription-signature-scheme-{scheme!r}")
+      for scheme in ("v2", "v1,v1a", True)),
+    *(pytest.param(create_subscription({**VALID_SUBSCRIPTION, name: "whpk_AAAA"},
+                                       loc=["body", name]),
+                   id=f"create-subscription-cannot-set-{name}")
+      for name in ("public_key", "signing_key")),
+    pytest.param(update_subscription({"public_key": "whpk_AAAA"}, loc=["body", "public_key"]),
+                 id="update-subscription-cannot-set-public-key"),
     # Nulls: PATCH leaves out what it keeps, it cannot null a field
     *(pytest.param(update_subscription({name: None}, mentions=f"{name} cannot be null"),
                    id=f"update-subscription-{name}-null")
-      for name in ("url", "event_types", "description", "status")),
+      for name in ("url", "event_types", "description", "status", "signature_scheme")),
 ]
 
 _WRITES = [

@@ -227,7 +227,8 @@ async def test_a_database_made_before_fair_dispatch_is_brought_over_and_delivers
     assert await store.pool.fetchval(
         "SELECT sum(succeeded) FROM attempt_stats WHERE scope = '*' AND grain = 'hour'") == 1
     # The older day partition takes the new error kinds.
-    await store.pool.execute(
-        "INSERT INTO attempts (tenant_id, delivery_id, attempt_number, trigger, started_at,"
-        " duration_ms, error_kind, outcome) SELECT tenant_id, id, 9, 'scheduled', now(), 0,"
-        " 'cut_off', 'retry' FROM deliveries")
+    for number, kind in enumerate(("cut_off", "proxy"), start=9):
+        await store.pool.execute(
+            "INSERT INTO attempts (tenant_id, delivery_id, attempt_number, trigger, started_at,"
+            " duration_ms, error_kind, outcome) SELECT tenant_id, id, $1, 'scheduled', now(),"
+            " 0, $2, 'retry' FROM deliveries", number, kind)

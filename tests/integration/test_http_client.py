@@ -1,9 +1,10 @@
 """The dispatcher's HTTP/1.1 client against real servers on loopback: keep-alive, framing,
-malformed and cut answers, timeouts, address checks, the bytes sent, TLS."""
+malformed and cut answers, timeouts, address checks, the bytes sent, TLS, an egress proxy."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import shutil
@@ -25,9 +26,12 @@ from dispatcher.http import (
     HttpClient,
     HttpResponse,
     MalformedResponse,
+    ProxyFailed,
     UnresolvedHost,
     destination_of,
+    proxy_of,
 )
+from tests.egress_proxy import EgressProxy
 
 # The client works with whatever transports the loop gives it: run on both loops.
 pytestmark = pytest.mark.every_loop
@@ -848,3 +852,169 @@ def test_destination_of_keys_connections_by_scheme_host_and_port() -> None:
 def test_destination_of_refuses_what_is_not_http_or_https(url: str) -> None:
     with pytest.raises(ValueError):
         destination_of(url)
+
+
+# Through an egress proxy.
+
+CREDENTIALS = ("hookpost", "s3cret:pa@ss")
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[EgressProxy]:
+    proxy = EgressProxy()
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+def client_through(proxy_url: str, ssl_context: ssl.SSLContext | None = None,
+                   allowed: Sequence[IPNetwork] = LOOPBACK_V4_AND_V6) -> HttpClient:
+    return HttpClient(allowed_networks=allowed, connect_timeout=2.0, ssl_context=ssl_context,
+                      proxy=proxy_url)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:3128", ("127.0.0.1", 3128, None)),
+        ("http://proxy.internal:8080/", ("proxy.internal", 8080, None)),
+        ("http://[::1]:4750", ("::1", 4750, None)),
+        ("http://u:p@proxy:1", ("proxy", 1, "Basic dTpw")),
+        ("http://user%40corp:p%3Aw@proxy:1", ("proxy", 1, "Basic " + base64.b64encode(
+            b"user@corp:p:w").decode())),
+    ],
+)
+def test_a_proxy_url_names_its_host_port_and_credentials(
+    url: str, expected: tuple[str, int, str | None]
+) -> None:
+    parsed = proxy_of(url)
+    assert (parsed.host, parsed.port, parsed.authorization) == expected
+    assert parsed.shown == (f"[{parsed.host}]" if ":" in parsed.host else parsed.host) + (
+        f":{parsed.port}")
+
+
+@pytest.mark.parametrize("url", ["https://proxy:443", "http://proxy", "socks5://proxy:1080",
+                                 "http://:8080", "proxy:8080"])
+def test_a_proxy_url_that_is_not_http_host_and_port_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="http://"):
+        proxy_of(url)
+
+
+async def test_https_goes_through_a_connect_tunnel_with_tls_to_the_receiver_inside(
+    serve: Serve, server_tls: ssl.SSLContext, certificate: tuple[Path, Path],
+    proxy: EgressProxy,
+) -> None:
+    proxy.credentials = CREDENTIALS
+    server = await serve(answer_ok, ssl_context=server_tls)
+    trusting = ssl.create_default_context(cafile=str(certificate[0]))
+    client = client_through(proxy.url(CREDENTIALS), trusting)
+    try:
+        first = await post(client, server.url("/hook", host="localhost", scheme="https"))
+        second = await post(client, server.url("/hook", host="localhost", scheme="https"))
+    finally:
+        await client.close()
+
+    assert (first.status, first.body, second.status) == (200, b"ok", 200)
+    # One tunnel, kept alive; the proxy got the name (it resolves), and the credentials.
+    assert proxy.tunnels == [f"localhost:{server.port}"]
+    assert proxy.authorizations == ["Basic " + base64.b64encode(
+        b"hookpost:s3cret:pa@ss").decode()]
+    assert server.connections == 1
+    assert all(request.startswith(b"POST /hook HTTP/1.1\r\nhost: localhost:%d\r\n"
+                                  % server.port) for request in server.requests)
+    assert not any(b"proxy-authorization" in request for request in server.requests)
+
+
+async def test_http_goes_to_the_proxy_in_absolute_form(
+    serve: Serve, proxy: EgressProxy
+) -> None:
+    proxy.credentials = CREDENTIALS
+    server = await serve(answer_ok)
+    client = client_through(proxy.url(CREDENTIALS))
+    try:
+        response = await post(client, server.url("/hook?a=1"))
+    finally:
+        await client.close()
+
+    assert response.status == 200
+    assert proxy.forwarded == [f"http://127.0.0.1:{server.port}/hook?a=1"]
+    assert proxy.tunnels == []
+    assert proxy.authorizations[0] is not None
+    [request] = server.requests
+    assert request.startswith(b"POST /hook?a=1 HTTP/1.1\r\nhost: 127.0.0.1:%d\r\n"
+                              % server.port)
+
+
+async def test_a_proxy_that_refuses_the_tunnel_is_a_proxy_failure(
+    serve: Serve, server_tls: ssl.SSLContext, proxy: EgressProxy
+) -> None:
+    server = await serve(answer_ok, ssl_context=server_tls)
+    proxy.refuse = True
+    client = client_through(proxy.url())
+    try:
+        with pytest.raises(ProxyFailed, match=r"the proxy answered CONNECT with HTTP/1\.1 403"):
+            await post(client, server.url("/", host="localhost", scheme="https"))
+    finally:
+        await client.close()
+    assert server.requests == []
+
+
+async def test_wrong_proxy_credentials_are_a_proxy_failure_that_does_not_show_them(
+    serve: Serve, server_tls: ssl.SSLContext, proxy: EgressProxy
+) -> None:
+    proxy.credentials = CREDENTIALS
+    server = await serve(answer_ok, ssl_context=server_tls)
+    client = client_through(proxy.url(("hookpost", "wrong-password")))
+    try:
+        with pytest.raises(ProxyFailed, match="407") as refused:
+            await post(client, server.url("/", host="localhost", scheme="https"))
+    finally:
+        await client.close()
+    assert "wrong-password" not in str(refused.value)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_a_proxy_that_does_not_answer_is_a_proxy_failure(
+    serve: Serve, scheme: str
+) -> None:
+    server = await serve(answer_ok)
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    client = client_through(f"http://user:hunter2@127.0.0.1:{port}")
+    try:
+        with pytest.raises(ProxyFailed, match=f"could not connect to the proxy 127.0.0.1:{port}"
+                           ) as failed:
+            await post(client, server.url("/", host="localhost", scheme=scheme))
+    finally:
+        await client.close()
+    assert "hunter2" not in str(failed.value)
+
+
+async def test_an_untrusted_certificate_behind_the_proxy_is_a_tls_error_not_the_proxys(
+    serve: Serve, server_tls: ssl.SSLContext, proxy: EgressProxy
+) -> None:
+    server = await serve(answer_ok, ssl_context=server_tls)
+    client = client_through(proxy.url())
+    try:
+        with pytest.raises(ssl.SSLError, match="CERTIFICATE_VERIFY_FAILED"):
+            await post(client, server.url("/", host="localhost", scheme="https"))
+    finally:
+        await client.close()
+    assert proxy.tunnels == [f"localhost:{server.port}"]
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_destination_checks_run_before_anything_reaches_the_proxy(
+    serve: Serve, proxy: EgressProxy, scheme: str
+) -> None:
+    server = await serve(answer_ok)
+    client = client_through(proxy.url(), allowed=[])
+    try:
+        with pytest.raises(DestinationRefused):
+            await post(client, server.url("/", scheme=scheme))
+        with pytest.raises(UnresolvedHost):
+            await post(client, f"{scheme}://no-such-host.invalid/")
+    finally:
+        await client.close()
+    assert proxy.authorizations == []

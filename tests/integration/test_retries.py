@@ -110,6 +110,30 @@ async def test_a_receiver_that_recovers_ends_the_retries(
     assert [a["outcome"] for a in delivery["attempts"]] == ["retry", "retry", "succeeded"]
 
 
+async def test_a_receiver_answering_webhook_delivery_abort_ends_the_retries_at_once(
+    clocked_api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store,
+    settings: Settings, clock: FakeClock,
+) -> None:
+    receiver.respond = answer_status(500, {"Webhook-Delivery": "Abort"})
+    await subscribe(clocked_api, keys.subscriber, receiver.url())
+    event = await post_event(clocked_api, keys.producer)
+    dispatcher = make_dispatcher(store, settings, clock)
+
+    for wait in (timedelta(0), *SCHEDULE, timedelta(days=1)):
+        clock.advance(wait)
+        await dispatcher.run(until_idle=True)
+
+    assert len(receiver.requests) == 1
+    delivery = await delivery_of(clocked_api, keys, event["id"])
+    assert (delivery["status"], delivery["next_attempt_at"]) == ("failed", None)
+    [attempt] = delivery["attempts"]
+    assert (attempt["outcome"], attempt["response_status"], attempt["error_kind"]) == (
+        "failed", 500, "http")
+    assert attempt["error_message"] == (
+        "HTTP 500; the receiver asked for no more retries (webhook-delivery: abort)")
+    assert attempt["response_headers"]["webhook-delivery"] == "Abort"
+
+
 async def test_retry_after_can_only_push_the_next_attempt_later_and_at_most_an_hour(
     clocked_api: TestClient[Any, Any], keys: Keys, receiver: Receiver, store: Store,
     settings: Settings, clock: FakeClock,

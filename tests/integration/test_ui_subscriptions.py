@@ -117,6 +117,28 @@ async def test_a_disabled_subscription_shows_why_and_enabling_it_starts_afresh(
     assert "Active: deliveries are sent again" in after and 'value="pause"' in after
 
 
+async def test_a_subscription_shows_its_policy_but_not_its_header_values(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver,
+) -> None:
+    plain = await subscribe(api, keys.subscriber, receiver.url())
+    subscription = await subscribe(api, keys.subscriber, receiver.url(), policy={
+        "headers": {"Authorization": "Bearer receiver-token", "X-Team": "billing"},
+        "retry_schedule": ["5s", "1m"],
+        "status_rules": [{"statuses": "409", "outcome": "succeeded"},
+                         {"statuses": "404", "outcome": "retry", "for": "1h"}]})
+
+    await sign_in(api, keys.subscriber)
+    page = compact(await page_of(api, f"/ui/subscriptions/{subscription['id']}"))
+    assert "<dt>Headers added</dt><dd>Authorization, X-Team</dd>" in page
+    assert "receiver-token" not in page and "billing" not in page
+    assert "<dt>Retry schedule</dt><dd>5s, 1m</dd>" in page
+    assert "<dt>Status rules</dt><dd>409: succeeded; 404: retry for 1h</dd>" in page
+    defaults = compact(await page_of(api, f"/ui/subscriptions/{plain['id']}"))
+    assert "<dt>Headers added</dt><dd>none</dd>" in defaults
+    assert "<dt>Retry schedule</dt><dd>the deployment's</dd>" in defaults
+    assert "<dt>Status rules</dt><dd>the defaults</dd>" in defaults
+
+
 async def test_pause_and_resume_change_the_status_as_the_api_does(
     api: TestClient[Any, Any], keys: Keys, receiver: Receiver, pool: asyncpg.Pool,
 ) -> None:
@@ -369,3 +391,17 @@ async def test_health_and_charts_come_from_the_stats_rollups_within_reach(
     api.session.cookie_jar.clear()
     await sign_in(api, keys.subscriber)  # sees only the subscriptions it made: no totals
     assert "<h2>Attempts</h2>" not in await page_of(api, "/ui/")
+
+
+async def test_the_subscription_page_shows_its_signature_scheme_and_public_key_not_the_private(
+    api: TestClient[Any, Any], keys: Keys, receiver: Receiver, pool: asyncpg.Pool,
+) -> None:
+    subscription = await subscribe(api, keys.subscriber, receiver.url(), signature_scheme="both")
+    private = await pool.fetchval("SELECT signing_key FROM subscriptions")
+
+    await sign_in(api, keys.subscriber)
+    page = await page_of(api, f"/ui/subscriptions/{subscription['id']}")
+
+    assert "v1 and v1a, while receivers move" in page
+    assert subscription["public_key"] in page
+    assert private.removeprefix("whsk_") not in page

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from api import models
 from api.auth import Role
 from dispatcher.verdict import ErrorKind
 from ui.app import milliseconds, percent, when
@@ -20,6 +21,12 @@ from ui.sessions import LOGIN_COOKIE, keep_login_token
 
 def test_every_error_kind_the_dispatcher_records_has_plain_words() -> None:
     assert set(PLAIN_WORDS) == set(ErrorKind)
+
+
+def test_the_api_documents_every_error_kind_the_dispatcher_records() -> None:
+    schema = models.Attempt.model_json_schema()["properties"]["error_kind"]
+    [kinds] = [variant["enum"] for variant in schema["anyOf"] if "enum" in variant]
+    assert set(kinds) == set(ErrorKind)
 
 
 @pytest.mark.parametrize(("kind", "words"), [

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from dispatcher.destinations import DestinationRefused
-from dispatcher.http import MalformedResponse, StaleConnection, UnresolvedHost
+from dispatcher.http import MalformedResponse, ProxyFailed, StaleConnection, UnresolvedHost
 from dispatcher.sender import _describe, _kept_headers
 from dispatcher.verdict import AttemptResult, ErrorKind
 
@@ -37,6 +37,8 @@ from dispatcher.verdict import AttemptResult, ErrorKind
         (StaleConnection("the connection closed before any response"), ErrorKind.CONNECT,
          "closed before any response"),
         (OSError(), ErrorKind.CONNECT, "OSError"),
+        (ProxyFailed("the proxy answered CONNECT with HTTP/1.1 403 Forbidden"),
+         ErrorKind.PROXY, "403 Forbidden"),
         (MalformedResponse("malformed HTTP response: bad status"), ErrorKind.HTTP,
          "malformed"),
     ],

@@ -157,3 +157,35 @@ def test_describe_settings_lists_variable_with_default(variable: str, default: s
     described = [line for line in lines if line and line[0] == variable]
     assert len(described) == 1
     assert described[0][-1] == f"{default}]"
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("http://127.0.0.1:3128", "http://127.0.0.1:3128"),
+        (" http://proxy.internal:4750/ ", "http://proxy.internal:4750"),
+        ("http://user:pa%40ss@[::1]:8080", "http://user:pa%40ss@[::1]:8080"),
+    ],
+)
+def test_proxy_from_environment_is_kept_secret(
+    monkeypatch: pytest.MonkeyPatch, value: str, kept: str
+) -> None:
+    monkeypatch.setenv("HOOKPOST_PROXY", value)
+    settings = Settings()
+    assert settings.proxy is not None
+    assert settings.proxy.get_secret_value() == kept
+    assert "pa%40ss" not in repr(settings) and "pa%40ss" not in str(settings)
+
+
+@pytest.mark.parametrize("value", [
+    "proxy.internal:3128", "https://proxy.internal:3128", "http://proxy.internal",
+    "socks5://proxy.internal:1080", "http://proxy.internal:3128/path", "http://:3128",
+    "http://proxy.internal:99999", "http://user:hunter2@proxy.internal",
+])
+def test_a_proxy_that_is_not_http_host_and_port_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("HOOKPOST_PROXY", value)
+    with pytest.raises(pydantic.ValidationError, match="the proxy must be http://") as refused:
+        Settings()
+    assert "hunter2" not in str(refused.value)

@@ -1,4 +1,5 @@
-"""Standard Webhooks signatures: the published test vector, rotation, and real verifiers."""
+"""Standard Webhooks signatures: the published test vectors (v1 and v1a), rotation, moving
+between schemes, and real verifiers."""
 
 from __future__ import annotations
 
@@ -9,14 +10,29 @@ from collections.abc import Callable
 import pytest
 import standardwebhooks.webhooks as standardwebhooks
 import svix.webhooks as svix
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from dispatcher.signing import new_secret, secret_key, sign, signature_header
+from dispatcher.signing import (
+    new_secret,
+    new_signing_key,
+    public_key,
+    secret_key,
+    sign,
+    sign_v1a,
+    signature_header,
+)
 
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 VECTOR_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
 VECTOR_TIMESTAMP = 1614265330
 VECTOR_BODY = b'{"test": 2432232314}'
 VECTOR_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+# The spec's Ed25519 example: the private key in libsodium's form (seed, then public key).
+VECTOR_SIGNING_KEY = ("whsk_6Xb/dCcHpPea21PS1N9VY/NZW723CEc77N4rJCubMbfVKIDij2HKpMKkioLlX0dRqSKJp4"
+                      "AJ6p9lMicMFs6Kvg==")
+VECTOR_SIGNATURE_V1A = ("v1a,hnO3f9T8Ytu9HwrXslvumlUpqtNVqkhqw/enGzPCXe5BdqzCInXqYXFymVJaA7AZdpXwVL"
+                        "Po3mNl8EM+m7TBAg==")
 
 BODY = b'{"id":"evt_1","type":"order.created","data":{"total":12}}'
 
@@ -52,6 +68,59 @@ def webhook_headers(message_id: str, timestamp: int, signature: str) -> dict[str
 
 def test_standard_webhooks_test_vector() -> None:
     assert sign(VECTOR_SECRET, VECTOR_ID, VECTOR_TIMESTAMP, VECTOR_BODY) == VECTOR_SIGNATURE
+
+
+def test_standard_webhooks_ed25519_test_vector() -> None:
+    signature = sign_v1a(VECTOR_SIGNING_KEY, VECTOR_ID, VECTOR_TIMESTAMP, VECTOR_BODY)
+    assert signature == VECTOR_SIGNATURE_V1A
+
+
+def test_the_public_key_is_the_second_half_of_the_libsodium_private_key() -> None:
+    raw = base64.b64decode(VECTOR_SIGNING_KEY.removeprefix("whsk_"))
+    assert public_key(VECTOR_SIGNING_KEY) == "whpk_" + base64.b64encode(raw[32:]).decode()
+
+
+def verify_v1a(public: str, message_id: str, timestamp: int, body: bytes, value: str) -> bool:
+    """What a receiver does: any v1a signature in the header verifies with the public key."""
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public.removeprefix("whpk_")))
+    for signature in value.split(" "):
+        version, _, encoded = signature.partition(",")
+        if version != "v1a":
+            continue
+        try:
+            key.verify(base64.b64decode(encoded), f"{message_id}.{timestamp}.".encode() + body)
+        except InvalidSignature:
+            continue
+        return True
+    return False
+
+
+def test_a_new_signing_key_pair_signs_what_its_public_key_verifies() -> None:
+    private, public = new_signing_key()
+    assert private.startswith("whsk_") and public.startswith("whpk_")
+    assert len(base64.b64decode(private.removeprefix("whsk_"), validate=True)) == 64
+    assert len(base64.b64decode(public.removeprefix("whpk_"), validate=True)) == 32
+    assert public_key(private) == public
+    value = signature_header([], "msg_1", 1700000000, BODY, private)
+    assert value.startswith("v1a,")
+    assert verify_v1a(public, "msg_1", 1700000000, BODY, value)
+    assert not verify_v1a(public, "msg_1", 1700000000, BODY + b" ", value)
+    assert not verify_v1a(new_signing_key()[1], "msg_1", 1700000000, BODY, value)
+    assert new_signing_key() != new_signing_key()
+
+
+@VERIFIERS
+def test_while_moving_between_schemes_both_signatures_verify(
+    verify: Verifier, rejection: type[Exception]
+) -> None:
+    secret = new_secret()
+    private, public = new_signing_key()
+    now = int(time.time())
+    value = signature_header([secret], "msg_1", now, BODY, private)
+    assert [part.split(",")[0] for part in value.split(" ")] == ["v1", "v1a"]
+    # A receiver still on v1 skips the v1a signature; one moved to v1a checks it.
+    verify(secret, BODY, webhook_headers("msg_1", now, value))
+    assert verify_v1a(public, "msg_1", now, BODY, value)
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from dispatcher.policy import DeliveryPolicy, StatusRule
 from dispatcher.schedule import Outcome
 from dispatcher.verdict import (
+    ABORTED,
     GONE_REASON,
     AttemptResult,
     ErrorKind,
@@ -32,6 +34,10 @@ LAST = PENDING._replace(attempt_count=5, scheduled_attempts=5)
 # A manual redelivery of a delivery that had failed.
 MANUAL = PENDING._replace(attempt_count=6, scheduled_attempts=6, status="failed",
                  next_attempt_at=None, manual=True)
+# A manual redelivery of a delivery still retrying, its next attempt due in 10 minutes.
+MANUAL_PENDING = PENDING._replace(attempt_count=2, scheduled_attempts=2, manual=True,
+                                  next_attempt_at=NOW + timedelta(minutes=10))
+ABORT = {"webhook-delivery": "abort"}
 
 
 def answered(status: int, headers: dict[str, str] | None = None) -> AttemptResult:
@@ -89,6 +95,26 @@ CASES = [
      ("retry", "failed", None, 6, "cut_off", None, None)),
     ("unknown send only logged", PENDING, unknown_outcome(NOW - timedelta(minutes=2)),
      ("retry", "pending", timedelta(0), 0, "unknown", None, None)),
+    ("proxy failure retries", PENDING, failed(ErrorKind.PROXY),
+     ("retry", "pending", timedelta(seconds=5), 1, "proxy", "failure", None)),
+    ("abort ends a 5xx's retries", PENDING, answered(500, ABORT),
+     ("failed", "failed", None, 1, "http", "failure", None)),
+    ("abort outweighs Retry-After", PENDING, answered(429, {**ABORT, "retry-after": "90"}),
+     ("failed", "failed", None, 1, "http", "failure", None)),
+    ("abort's value in any case", PENDING, answered(503, {"webhook-delivery": " ABORT "}),
+     ("failed", "failed", None, 1, "http", "failure", None)),
+    ("another value is no abort", PENDING, answered(500, {"webhook-delivery": "retry"}),
+     ("retry", "pending", timedelta(seconds=5), 1, "http", "failure", None)),
+    ("abort on a 2xx still succeeds", PENDING, answered(200, ABORT),
+     ("succeeded", "succeeded", None, 1, None, "success", None)),
+    ("abort on a 4xx fails as before", PENDING, answered(404, ABORT),
+     ("failed", "failed", None, 1, "http", "failure", None)),
+    ("abort on a 410 still disables", PENDING, answered(410, ABORT),
+     ("failed", "failed", None, 1, "http", "failure", GONE_REASON)),
+    ("manual failure keeps the schedule", MANUAL_PENDING, answered(500),
+     ("failed", "pending", timedelta(minutes=10), 2, "http", "failure", None)),
+    ("abort on a manual try ends the schedule", MANUAL_PENDING, answered(500, ABORT),
+     ("failed", "failed", None, 2, "http", "failure", None)),
 ]
 
 
@@ -128,3 +154,119 @@ def test_a_manual_attempt_clears_the_request_unless_cut_off() -> None:
 def test_a_resend_is_carried_to_the_row() -> None:
     result = answered(200)._replace(resent=True)
     assert decide(PENDING, result, NOW, SCHEDULE).resent
+
+
+def test_an_abort_says_the_receiver_asked_to_stop() -> None:
+    record = decide(PENDING, answered(500, ABORT), NOW, SCHEDULE)
+    assert record.error_message == f"HTTP 500; {ABORTED}"
+    assert decide(PENDING, answered(200, ABORT), NOW, SCHEDULE).error_message is None
+
+
+# A subscription's policy: its status rules, then the default.
+
+HOUR = timedelta(hours=1)
+RULES = (
+    StatusRule(409, 409, Outcome.SUCCEEDED),
+    StatusRule(404, 404, Outcome.RETRY, HOUR),
+    StatusRule(500, 599, Outcome.FAILED),
+    StatusRule(503, 503, Outcome.RETRY),  # never reached: 500-599 comes first
+    StatusRule(200, 200, Outcome.RETRY, timedelta(seconds=30)),
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "age", "expected"),
+    [
+        (409, timedelta(0), Outcome.SUCCEEDED),
+        (409, timedelta(days=30), Outcome.SUCCEEDED),  # a rule without `for` always holds
+        (404, timedelta(0), Outcome.RETRY),
+        (404, HOUR - timedelta(milliseconds=1), Outcome.RETRY),
+        (404, HOUR, Outcome.FAILED),  # after its hour, the default
+        (500, timedelta(0), Outcome.FAILED),
+        (503, timedelta(0), Outcome.FAILED),  # the first rule that covers it decides
+        (200, timedelta(seconds=29), Outcome.RETRY),
+        (200, timedelta(seconds=30), Outcome.SUCCEEDED),
+        (410, timedelta(0), Outcome.FAILED),  # no rule: the default
+        (429, timedelta(0), Outcome.RETRY),
+        (201, timedelta(0), Outcome.SUCCEEDED),
+        (None, timedelta(0), Outcome.RETRY),  # no answer: retried, whatever the rules
+    ],
+)
+def test_classify_by_rules(status: int | None, age: timedelta, expected: Outcome) -> None:
+    assert classify(status, RULES, age) == expected
+
+
+CREATED = PENDING._replace(created_at=NOW - timedelta(minutes=10))
+SHORT = (timedelta(seconds=1), timedelta(seconds=2))
+
+
+def policy(*rules: StatusRule, schedule: tuple[timedelta, ...] | None = None
+           ) -> DeliveryPolicy:
+    return DeliveryPolicy(status_rules=rules, retry_schedule=schedule)
+
+
+# (delivery, result, policy) -> as in CASES
+POLICY_CASES = [
+    ("409 as success", CREATED, answered(409), policy(StatusRule(409, 409, Outcome.SUCCEEDED)),
+     ("succeeded", "succeeded", None, 1, None, "success", None)),
+    ("404 retried within its time", CREATED, answered(404),
+     policy(StatusRule(404, 404, Outcome.RETRY, HOUR)),
+     ("retry", "pending", timedelta(seconds=5), 1, "http", "failure", None)),
+    ("404 given up after its time", CREATED, answered(404),
+     policy(StatusRule(404, 404, Outcome.RETRY, timedelta(minutes=10))),
+     ("failed", "failed", None, 1, "http", "failure", None)),
+    ("5xx given up at once", CREATED, answered(502), policy(StatusRule(500, 599, Outcome.FAILED)),
+     ("failed", "failed", None, 1, "http", "failure", None)),
+    ("2xx made to fail", CREATED, answered(202), policy(StatusRule(202, 202, Outcome.FAILED)),
+     ("failed", "failed", None, 1, "http", "failure", None)),
+    ("own schedule's first wait", CREATED, answered(500), policy(schedule=SHORT),
+     ("retry", "pending", timedelta(seconds=1), 1, "http", "failure", None)),
+    ("own schedule's second wait", CREATED._replace(attempt_count=1, scheduled_attempts=1),
+     answered(500), policy(schedule=SHORT),
+     ("retry", "pending", timedelta(seconds=2), 2, "http", "failure", None)),
+    ("own schedule runs out", CREATED._replace(attempt_count=2, scheduled_attempts=2),
+     answered(500), policy(schedule=SHORT),
+     ("failed", "failed", None, 3, "http", "failure", None)),
+    ("no retries at all", CREATED, answered(500), policy(schedule=()),
+     ("failed", "failed", None, 1, "http", "failure", None)),
+    ("Retry-After still pushes later", CREATED, answered(429, {"retry-after": "90"}),
+     policy(schedule=SHORT),
+     ("retry", "pending", timedelta(seconds=90), 1, "http", "failure", None)),
+    ("410 retried keeps the subscription", CREATED, answered(410),
+     policy(StatusRule(410, 410, Outcome.RETRY)),
+     ("retry", "pending", timedelta(seconds=5), 1, "http", "failure", None)),
+    ("410 retried to the end keeps it", LAST._replace(created_at=NOW), answered(410),
+     policy(StatusRule(410, 410, Outcome.RETRY)),
+     ("failed", "failed", None, 6, "http", "failure", None)),
+    ("410 by a failing rule disables", CREATED, answered(410),
+     policy(StatusRule(400, 499, Outcome.FAILED)),
+     ("failed", "failed", None, 1, "http", "failure", GONE_REASON)),
+    ("manual 409 as success", MANUAL, answered(409),
+     policy(StatusRule(409, 409, Outcome.SUCCEEDED)),
+     ("succeeded", "succeeded", None, 6, None, "success", None)),
+    ("cut off ignores the policy", CREATED, cut_off(NOW, NOW), policy(schedule=()),
+     ("retry", "pending", timedelta(0), 0, "cut_off", None, None)),
+]
+
+
+@pytest.mark.parametrize(("delivery", "result", "rules", "expected"),
+                         [case[1:] for case in POLICY_CASES],
+                         ids=[case[0] for case in POLICY_CASES])
+def test_decide_by_policy(
+    delivery: ClaimedDelivery, result: AttemptResult, rules: DeliveryPolicy,
+    expected: tuple[str, str, timedelta | None, int, str | None, str | None, str | None],
+) -> None:
+    record = decide(delivery, result, NOW, SCHEDULE, rules)
+    next_at = None if record.next_attempt_at is None else record.next_attempt_at - NOW
+    assert (record.outcome, record.status, next_at, record.scheduled_attempts,
+            record.error_kind, record.health, record.disable_reason) == expected
+
+
+@pytest.mark.parametrize(("delivery", "result", "expected"),
+                         [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_the_default_policy_decides_as_before(
+    delivery: ClaimedDelivery, result: AttemptResult,
+    expected: tuple[str, str, timedelta | None, int, str | None, str | None, str | None],
+) -> None:
+    assert decide(delivery, result, NOW, SCHEDULE, DeliveryPolicy()) == decide(
+        delivery, result, NOW, SCHEDULE)
