@@ -30,16 +30,17 @@ FORBIDDEN_HEADERS = frozenset({
     "host", "content-length", "content-type", "content-encoding", "expect", "user-agent",
 })
 _FORBIDDEN_PREFIX = "webhook-"  # the Standard Webhooks headers: id, timestamp, signature
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
+# Matched whole (fullmatch): `$` alone would let a name or value end in a newline.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
 # Visible ASCII, with single spaces inside: no CR, LF or other control character.
-_HEADER_VALUE = re.compile(r"^[\x21-\x7e]+( [\x21-\x7e]+)*$")
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]+( [\x21-\x7e]+)*")
 # A code (409), a range (500-599) or a class (4xx), of the codes 100 to 599.
-_STATUSES = re.compile(r"^(?:([1-5])xx|([1-5][0-9]{2})(?:-([1-5][0-9]{2}))?)$")
+_STATUSES = re.compile(r"(?:([1-5])xx|([1-5][0-9]{2})(?:-([1-5][0-9]{2}))?)")
 
 
 def header_name_problem(name: str) -> str | None:
     """Why `name` may not be a policy's header, or None if it may."""
-    if not _TOKEN.match(name):
+    if not _TOKEN.fullmatch(name):
         return ("a header name is 1 to 64 letters, digits or !#$%&'*+.^_`|~- "
                 "(no spaces, colons or control characters)")
     lower = name.lower()
@@ -51,7 +52,7 @@ def header_name_problem(name: str) -> str | None:
 
 def header_value_problem(value: str) -> str | None:
     """Why `value` may not be a policy header's value, or None if it may."""
-    if len(value) > HEADER_VALUE_LIMIT or not _HEADER_VALUE.match(value):
+    if len(value) > HEADER_VALUE_LIMIT or not _HEADER_VALUE.fullmatch(value):
         return (f"a header value is 1 to {HEADER_VALUE_LIMIT} visible ASCII characters, "
                 "with single spaces between them: no CR, LF, tab or other control character, "
                 "and no space at either end")
@@ -60,7 +61,7 @@ def header_value_problem(value: str) -> str | None:
 
 def status_range(statuses: str) -> tuple[int, int]:
     """The first and last code of '409', '500-599' or '4xx'; ValueError if it is none."""
-    match = _STATUSES.match(statuses)
+    match = _STATUSES.fullmatch(statuses)
     if match is None:
         raise ValueError("statuses is a code (409), a range (500-599) or a class (4xx), "
                          "of the codes 100 to 599")

@@ -187,7 +187,11 @@ def decide(
     if aborted and state.outcome is not Outcome.SUCCEEDED:  # a 2xx ends the delivery anyway
         state = NextState("failed", None, Outcome.FAILED, state.scheduled_attempts)
         message = f"{message}; {ABORTED}"
-    health = "success" if state.outcome is Outcome.SUCCEEDED else "failure"
+    health: str | None = "success" if state.outcome is Outcome.SUCCEEDED else "failure"
+    if kind is ErrorKind.PROXY:
+        # The egress proxy is hookpost's own: while it is down, no subscription is failing
+        # (and none is disabled or reported for it), though the attempt still counts.
+        health = None
     # A receiver that answers 410 Gone has asked to be forgotten (unless its policy says
     # that 410 means something else).
     disable_reason = GONE_REASON if status == 410 and verdict is Outcome.FAILED else None

@@ -569,7 +569,11 @@ WITH results AS (
         recovery_notified_at = CASE
             WHEN s.tenant_id <> 'ten_system' AND s.failing_since IS NOT NULL
                  AND (h.last_failure_at IS NULL OR h.last_success_at > h.last_failure_at)
-                 AND s.failing_notified_at >= s.failing_since
+                 -- Told it was failing, and not yet told it recovered since: failing_since
+                 -- may have moved on after the notice (a success then a failure).
+                 AND s.failing_notified_at IS NOT NULL
+                 AND (s.recovery_notified_at IS NULL
+                      OR s.recovery_notified_at < s.failing_notified_at)
             THEN $2 ELSE s.recovery_notified_at END
     FROM by_subscription h
     WHERE s.id = h.subscription_id

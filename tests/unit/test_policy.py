@@ -30,7 +30,8 @@ REFUSED_NAMES = ["Connection", "keep-alive", "Proxy-Authenticate", "proxy-author
                  "User-Agent", "Expect", "webhook-id", "Webhook-Timestamp",
                  "WEBHOOK-SIGNATURE", "webhook-", "webhook-anything"]
 MALFORMED_NAMES = ["", "X Team", "X-Team:", "X-Team\r\n", "X-\x00", "caf\u00e9", "(x)",
-                   "a/b", "x" * 65, "\"x\"", "x@y", "[x]", "{x}", "x=y", "x;y", "x,y"]
+                   "a/b", "x" * 65, "\"x\"", "x@y", "[x]", "{x}", "x=y", "x;y", "x,y",
+                   "X-Team\n"]  # a trailing newline: `$` alone would let it through
 
 
 @pytest.mark.parametrize("name", ALLOWED_NAMES)
@@ -57,6 +58,7 @@ def test_a_header_name_that_is_no_token_is_refused(name: str) -> None:
     ("!~", True), ("", False), (" a", False), ("a ", False), ("a  b", False),
     ("a\r\nX-Evil: 1", False), ("a\nb", False), ("a\rb", False), ("a\tb", False),
     ("a\x00b", False), ("a\x7fb", False), ("caf\u00e9", False), ("x" * 1001, False),
+    ("abc\n", False), ("abc\r\n", False),
 ])
 def test_a_header_value_is_visible_ascii_with_inner_spaces(value: str, allowed: bool) -> None:
     assert (header_value_problem(value) is None) is allowed
@@ -73,7 +75,7 @@ def test_statuses_name_a_code_a_range_or_a_class(statuses: str, expected: tuple[
 
 @pytest.mark.parametrize("statuses", [
     "", "99", "600", "6xx", "0xx", "4XX", "40x", "4x", "404,410", " 404", "404 ", "500-",
-    "-599", "500-600", "599-500", "4xx-5xx", "+404", "404.0", "\u0664\u0660\u0664",
+    "-599", "500-600", "599-500", "4xx-5xx", "+404", "404.0", "\u0664\u0660\u0664", "404\n",
 ])
 def test_anything_else_is_no_statuses(statuses: str) -> None:
     with pytest.raises(ValueError, match=r"statuses is|ends before it begins"):

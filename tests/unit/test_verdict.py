@@ -96,7 +96,7 @@ CASES = [
     ("unknown send only logged", PENDING, unknown_outcome(NOW - timedelta(minutes=2)),
      ("retry", "pending", timedelta(0), 0, "unknown", None, None)),
     ("proxy failure retries", PENDING, failed(ErrorKind.PROXY),
-     ("retry", "pending", timedelta(seconds=5), 1, "proxy", "failure", None)),
+     ("retry", "pending", timedelta(seconds=5), 1, "proxy", None, None)),
     ("abort ends a 5xx's retries", PENDING, answered(500, ABORT),
      ("failed", "failed", None, 1, "http", "failure", None)),
     ("abort outweighs Retry-After", PENDING, answered(429, {**ABORT, "retry-after": "90"}),
