@@ -23,10 +23,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def failing_delivery(hookpost: Hookpost, receiver: HostileReceiver) -> str:
-    """Subscribe the receiver, post an event, wait for its first attempt; the delivery."""
-    hookpost.call("POST", "/v1/subscriptions", {"url": receiver.url, "event_types": ["*"]})
-    event = hookpost.call("POST", "/v1/events", {"type": "order.created", "data": {"n": 1}})
+def failing_delivery(hookpost: Hookpost, receiver: HostileReceiver,
+                     tenant_id: str | None = None) -> str:
+    """Subscribe the receiver, post an event, wait for its first attempt; the delivery. In
+    tenant `tenant_id` if given, else the default tenant."""
+    tenant = {} if tenant_id is None else {"tenant_id": tenant_id}
+    hookpost.call("POST", "/v1/subscriptions",
+                  {**tenant, "url": receiver.url, "event_types": ["*"]})
+    event = hookpost.call("POST", "/v1/events",
+                          {**tenant, "type": "order.created", "data": {"n": 1}})
     delivery_id = ""
 
     def attempted() -> bool:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from tests.browser.conftest import CHROMIUM, Hookpost, HostileReceiver, _execute, wait_until
-from tests.browser.test_dashboard import sign_in
+from tests.browser.conftest import CHROMIUM, Hookpost, HostileReceiver, _execute
+from tests.browser.test_dashboard import failing_delivery, sign_in
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -22,24 +22,6 @@ pytestmark = pytest.mark.skipif(
 # Another site, which embeds the link as a SaaS would: Playwright answers for it, so that
 # the link is followed cross-site, as from a customer's product.
 EMBEDDING_SITE = "https://saas.example/"
-
-
-def delivery_of_tenant(hookpost: Hookpost, receiver: HostileReceiver, tenant_id: str) -> str:
-    """A subscription of the tenant, an event for it, its first attempt made; the delivery."""
-    hookpost.call("POST", "/v1/subscriptions",
-                  {"tenant_id": tenant_id, "url": receiver.url, "event_types": ["*"]})
-    event = hookpost.call("POST", "/v1/events",
-                          {"tenant_id": tenant_id, "type": "order.created", "data": {}})
-    delivery_id = ""
-
-    def attempted() -> bool:
-        nonlocal delivery_id
-        [delivery] = hookpost.call("GET", f"/v1/events/{event['id']}")["deliveries"]
-        delivery_id = delivery["id"]
-        return bool(delivery["attempt_count"] == 1)
-
-    wait_until(attempted)
-    return delivery_id
 
 
 def follow_from_another_site(browser: Browser, url: str) -> tuple[Page, list[str]]:
@@ -68,8 +50,8 @@ def test_a_portal_link_opens_its_tenant_only_once_and_expires(
 ) -> None:
     acme = hookpost.call("POST", "/v1/tenants", {"name": "Acme Corp", "uid": "acme"})["id"]
     globex = hookpost.call("POST", "/v1/tenants", {"name": "Globex"})["id"]
-    acme_delivery = delivery_of_tenant(hookpost, receiver, acme)
-    globex_delivery = delivery_of_tenant(hookpost, receiver, globex)
+    acme_delivery = failing_delivery(hookpost, receiver, acme)
+    globex_delivery = failing_delivery(hookpost, receiver, globex)
 
     sign_in(page, hookpost)
     page.get_by_role("link", name="Tenants").click()
