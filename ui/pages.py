@@ -17,7 +17,6 @@ from api.cursors import decode_cursor, page_of
 from api.errors import not_found
 from api.routes import OPERATIONS, delivery_filters, path_id
 from api.state import CLOCK, STORE
-from hookpost import store as records
 from hookpost.store import UiSession
 from ui.forms import instant_of, problems_of
 from ui.sessions import (
@@ -81,24 +80,19 @@ async def acting(request: web.Request, roles: tuple[Role, ...]
     return session, {name: value for name, value in form.items() if isinstance(value, str)}
 
 
-async def _reach(request: web.Request, api_key: records.ApiKey) -> str:
-    """Which rows the key reaches, for the header: every tenant, or one tenant's."""
-    reach = scope(api_key)
+async def _header(request: web.Request, session: UiSession) -> tuple[str, str | None]:
+    """What the header says of the rows the caller reaches (every tenant, or one tenant's),
+    and for a portal session the name of its tenant; one lookup of the tenant for both."""
+    reach = scope(session.api_key)
     if reach.tenant_id is None:
-        return "every tenant"
+        return "every tenant", None
     tenant = await request.config_dict[STORE].resolve_tenant(reach.tenant_id)
-    name = reach.tenant_id if tenant is None else f"{tenant.name} ({tenant.id})"
+    name = reach.tenant_id if tenant is None else tenant.name
+    described = reach.tenant_id if tenant is None else f"{tenant.name} ({tenant.id})"
+    words = f"tenant {described}"
     if reach.owner_key_id is not None:
-        return f"tenant {name}, its own subscriptions"
-    return f"tenant {name}"
-
-
-async def _portal_of(request: web.Request, session: UiSession) -> str | None:
-    """For a portal session, the name of its tenant, for the header; else None."""
-    if not session.portal or session.api_key.tenant_id is None:
-        return None
-    tenant = await request.config_dict[STORE].resolve_tenant(session.api_key.tenant_id)
-    return session.api_key.tenant_id if tenant is None else tenant.name
+        words += ", its own subscriptions"
+    return words, name if session.portal else None
 
 
 async def render(request: web.Request, template: str, session: UiSession | None,
@@ -106,9 +100,8 @@ async def render(request: web.Request, template: str, session: UiSession | None,
     context: dict[str, Any] = {"csrf_field": CSRF_FIELD, **values}
     if session is not None:
         context["who"] = session.api_key
-        context["reach"] = await _reach(request, session.api_key)
+        context["reach"], context["portal_of"] = await _header(request, session)
         context["csrf"] = session.csrf_token
-        context["portal_of"] = await _portal_of(request, session)
     return aiohttp_jinja2.render_template(template, request, context, status=status)
 
 
