@@ -84,6 +84,14 @@ def test_a_portal_link_opens_its_tenant_only_once_and_expires(
     portal.get_by_role("link", name=acme_delivery).click()
     expect(portal.locator("section.attempt")).to_have_count(1)
     portal.screenshot(path=screenshot_folder / "portal-6-portal-delivery.png", full_page=True)
+    # The tenant's own subscription page, with its actions, through the portal.
+    portal.get_by_role("link", name="Subscriptions").click()
+    expect(portal.locator("table.log tbody tr")).to_have_count(1)
+    portal.locator("table.log tbody tr a").first.click()
+    expect(portal.get_by_role("button", name="Pause")).to_be_visible()
+    expect(portal.get_by_role("button", name="Send test event")).to_be_visible()
+    portal.screenshot(path=screenshot_folder / "portal-6b-portal-subscription.png",
+                      full_page=True)
 
     answer = portal.goto(f"{hookpost.address}/ui/tenants/{globex}")
     assert answer is not None and answer.status == 403  # admin pages, as in the API
