@@ -586,6 +586,40 @@ CREATE TABLE IF NOT EXISTS attempt_stats (
 );
 CREATE INDEX IF NOT EXISTS attempt_stats_by_age ON attempt_stats (grain, period_start);
 
+-- The minutes of an hour that has ended, folded by maintenance (fold_attempt_stats) out of
+-- that hour's minute rows of every writer into one row per scope, so that a day's series
+-- per minute reads about 24 rows instead of 1,440 or more. Only minutes with attempts are
+-- there: element i of `minutes` (0-59, rising) names the minute of element i of the
+-- counts, and its latency buckets are latency[latency_ends[i-1] + 1 .. latency_ends[i]].
+-- A minute row written after its hour was folded (an attempt recorded late) is folded
+-- later into a row of its own `fold`; readers sum an hour's rows.
+CREATE SEQUENCE IF NOT EXISTS attempt_stats_folds;
+CREATE TABLE IF NOT EXISTS attempt_stats_folded (
+    scope        text NOT NULL,
+    hour_start   timestamptz NOT NULL,
+    fold         bigint NOT NULL,
+    minutes      integer[] NOT NULL,
+    succeeded    integer[] NOT NULL,
+    retried      integer[] NOT NULL,
+    failed       integer[] NOT NULL,
+    latency_ends integer[] NOT NULL,
+    latency      integer[] NOT NULL,
+    PRIMARY KEY (scope, hour_start, fold)
+);
+CREATE INDEX IF NOT EXISTS attempt_stats_folded_by_age ON attempt_stats_folded (hour_start);
+
+-- Latency histograms added bucket by bucket, and laid end to end, as folding needs them.
+CREATE OR REPLACE FUNCTION add_latency(total integer[], more integer[]) RETURNS integer[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN total IS NULL THEN more
+                ELSE ARRAY(SELECT coalesce(x, 0) + coalesce(y, 0)
+                           FROM unnest(total, more) WITH ORDINALITY AS b (x, y, n)
+                           ORDER BY n) END
+$$;
+CREATE OR REPLACE AGGREGATE sum_latency(integer[]) (SFUNC = add_latency, STYPE = integer[]);
+CREATE OR REPLACE AGGREGATE concat_latency(integer[]) (
+    SFUNC = array_cat, STYPE = integer[], INITCOND = '{}');
+
 -- The latency bucket (from 1) of an attempt of `duration_ms`: bucket i holds durations from
 -- the i-th lower bound up to the next. The bounds are hookpost/stats.py LATENCY_BOUNDS.
 CREATE OR REPLACE FUNCTION latency_bucket(duration_ms integer) RETURNS integer

@@ -575,9 +575,16 @@ def _summary(summary: stats.Summary) -> dict[str, Any]:
             "latency_ms": {"p50": latency.p50, "p95": latency.p95, "p99": latency.p99}}
 
 
-def stats_answer(scope: str, now: datetime, report: stats.Report) -> models.Stats:
-    """The API's answer of a statistics report (stats.report) of `scope` at `now`."""
-    return models.Stats.model_validate({
+# A statistics answer is written straight from its report, which makes every field
+# models.Stats names: validating a day's 1,440 points on the way out took longer than
+# everything else the answer does (tests hold answers to the model).
+_STATS_JSON: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+
+
+def stats_answer(scope: str, now: datetime, report: stats.Report) -> bytes:
+    """The API's answer (models.Stats, as JSON) of a statistics report (stats.report) of
+    `scope` at `now`."""
+    return _STATS_JSON.dump_json({
         "scope": scope, "as_of": now,
         "totals": {span: _summary(summary) for span, summary in report.totals.items()},
         "series": {"window": report.window, "interval": report.interval,
@@ -592,7 +599,8 @@ async def _stats_response(request: web.Request, scope: str, query: models.StatsQ
     interval = query.series_interval
     rows = await request.app[STORE].attempt_stats(scope, now, query.window, interval)
     report = stats.report(rows, now, query.window, interval)
-    return model_response(stats_answer(scope, now, report))
+    return web.Response(body=stats_answer(scope, now, report),
+                        content_type="application/json")
 
 
 async def subscription_stats(request: web.Request) -> web.Response:

@@ -791,9 +791,16 @@ async def stats_latency(plan: Plan, postgres: Postgres, receiver: Receiver) -> d
         load_seconds = time.monotonic() - began
         say(f"stats: {attempts:,} attempts recorded in {load_seconds:.0f} s")
         began = time.monotonic()
-        pruned = await Maintenance(store, Settings(database_url=url)).prune_stats()
+        maintenance = Maintenance(store, Settings(database_url=url))
+        pruned = await maintenance.prune_stats()
         prune_seconds = time.monotonic() - began
-        await store.pool.execute("VACUUM ANALYZE attempt_stats")
+        # What maintenance does every minute: the minutes of the hours that ended are
+        # folded, here two days of them at once.
+        began = time.monotonic()
+        folded = await maintenance.fold_stats()
+        fold_seconds = time.monotonic() - began
+        say(f"stats: {folded:,} minute rollups folded in {fold_seconds:.0f} s")
+        await store.pool.execute("VACUUM ANALYZE attempt_stats, attempt_stats_folded")
         await store.pool.execute("CHECKPOINT")
         stored, rollups, row_bytes, rollup_bytes = tuple(
             await store.pool.fetchrow(QUERIES["stats_loaded"]) or (0, 0, 0, 0))
@@ -826,7 +833,8 @@ async def stats_latency(plan: Plan, postgres: Postgres, receiver: Receiver) -> d
              for name, times in timings.items()}
     return {"attempts": attempts, "subscriptions": STATS_SUBSCRIPTIONS,
             "tenants": STATS_TENANTS, "load_seconds": load_seconds,
-            "rollups_pruned": pruned, "prune_seconds": prune_seconds, "rollups": rollups,
+            "rollups_pruned": pruned, "prune_seconds": prune_seconds,
+            "minutes_folded": folded, "fold_seconds": fold_seconds, "rollups": rollups,
             # On disk, with the space of the rows pruned (not yet reused), and per row.
             "rollup_mb": rollup_bytes / 2**20, "rollup_row_bytes": float(row_bytes),
             "calls_each": plan.stats_calls,
@@ -1023,9 +1031,10 @@ def markdown(report: dict[str, Any]) -> str:
     run = raw["stats"]
     lines += ["", f"Statistics with {run['attempts']:,} attempts over a week ("
               f"{run['subscriptions']:,} subscriptions in {run['tenants']} tenants; recorded "
-              f"in {run['load_seconds']:.0f} s; {run['rollups']:,} rollup rows kept, "
-              f"{run['rollup_row_bytes']:.0f} bytes each): {run['calls_each']} calls of each, "
-              "p50 / p99 ms:", ""]
+              f"in {run['load_seconds']:.0f} s; two days of minutes, "
+              f"{run['minutes_folded']:,} rows, folded in {run['fold_seconds']:.0f} s; "
+              f"{run['rollups']:,} rollup rows kept, {run['rollup_mb']:.0f} MB): "
+              f"{run['calls_each']} calls of each, p50 / p99 ms:", ""]
     lines += [f"- {name}: {call['p50_ms']:.1f} / {call['p99_ms']:.1f}"
               for name, call in run["calls"].items()]
     return "\n".join(lines) + "\n"

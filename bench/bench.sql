@@ -156,6 +156,8 @@ SELECT bench_record_attempts($1, $2, $3, $4, $5, $6, $7);
 
 -- name: stats_loaded --
 SELECT (SELECT count(*) FROM attempts) AS attempts,
-       (SELECT count(*) FROM attempt_stats) AS rollups,
+       (SELECT count(*) FROM attempt_stats) + (SELECT count(*) FROM attempt_stats_folded)
+           AS rollups,
        (SELECT avg(pg_column_size(s.*)) FROM attempt_stats s) AS rollup_row_bytes,
-       pg_total_relation_size('attempt_stats') AS rollup_bytes;
+       pg_total_relation_size('attempt_stats') + pg_total_relation_size('attempt_stats_folded')
+           AS rollup_bytes;

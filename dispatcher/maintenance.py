@@ -1,12 +1,12 @@
 """Maintenance jobs of the dispatcher process: attempt partitions and retention, statistics
-retention, disabling subscriptions that keep failing, and the backlog gauges. Each is safe
-to run in several dispatcher processes at once."""
+folding and retention, disabling subscriptions that keep failing, and the backlog gauges.
+Each is safe to run in several dispatcher processes at once."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -57,7 +57,25 @@ class Maintenance:
                 total += deleted
                 if deleted < DELETE_BATCH:
                     break
+        while True:
+            deleted = await self.store.delete_old_folded_attempt_stats(
+                now - stats.KEPT["minute"], DELETE_BATCH)
+            total += deleted
+            if deleted < DELETE_BATCH:
+                break
         return total
+
+    async def fold_stats(self) -> int:
+        """Fold the minute rollups of every hour that has ended (stats.foldable_before),
+        oldest first, each once; how many minute rows it folded."""
+        before = stats.foldable_before(self.clock())
+        folded = 0
+        minute = await self.store.next_loose_minute(datetime.min.replace(tzinfo=UTC))
+        while minute is not None and minute < before:
+            hour = stats.period_start(minute, "hour")
+            folded += await self.store.fold_attempt_stats(hour)
+            minute = await self.store.next_loose_minute(hour + stats.GRAINS["hour"])
+        return folded
 
     async def forget_expired_sends(self) -> None:
         """Drop the in-flight counts of sends whose lease expired (a dispatcher died)."""
@@ -107,6 +125,7 @@ class Maintenance:
         await self.keep_partitions()
         await self.prune_events()
         await self.prune_stats()
+        await self.fold_stats()
         await self.forget_expired_sends()
         await self.disable_failing()
         await self.refresh_gauges()
@@ -119,6 +138,7 @@ class Maintenance:
             (self.keep_partitions, every),
             (self.prune_events, every),
             (self.prune_stats, every),
+            (self.fold_stats, every),
             (self.forget_expired_sends, every),
             (self.disable_failing, every),
             (self.refresh_gauges, self.settings.gauges_interval.total_seconds()),

@@ -855,10 +855,66 @@ FROM attempt_stats
 WHERE scope = $1
   AND ((grain = 'minute' AND period_start >= $2) OR (grain = 'hour' AND period_start >= $3));
 
+-- name: attempt_stats_folds --
+-- The folds of scope $1 in the hours from the one holding $2 on.
+SELECT fold
+FROM attempt_stats_folded
+WHERE scope = $1 AND hour_start >= date_trunc('hour', $2::timestamptz, 'UTC');
+
+-- name: attempt_stats_folded --
+-- The folded minutes of scope $1 in folds $2.
+SELECT fold, hour_start, minutes, succeeded, retried, failed, latency_ends, latency
+FROM attempt_stats_folded
+WHERE scope = $1 AND fold = ANY($2::bigint[]);
+
 -- name: delete_old_attempt_stats --
 -- Up to $3 rollup rows of grain $1 of periods that began before $2.
 DELETE FROM attempt_stats
 WHERE ctid IN (SELECT ctid FROM attempt_stats WHERE grain = $1 AND period_start < $2 LIMIT $3);
+
+-- name: delete_old_folded_attempt_stats --
+-- Up to $2 folded rows of hours that began before $1.
+DELETE FROM attempt_stats_folded
+WHERE ctid IN (SELECT ctid FROM attempt_stats_folded WHERE hour_start < $1 LIMIT $2);
+
+-- name: next_loose_minute --
+-- The first minute from $1 on that has minute rows, or NULL.
+SELECT min(period_start) FROM attempt_stats WHERE grain = 'minute' AND period_start >= $1;
+
+-- name: fold_attempt_stats --
+-- Folds the minute rows of every scope and writer in the hour beginning at $1 into one
+-- attempt_stats_folded row per scope, taking them out of attempt_stats; rows a record
+-- statement holds locked are skipped, for the next fold. Returns how many rows it folded.
+WITH loose AS (
+    DELETE FROM attempt_stats
+    WHERE ctid IN (SELECT ctid FROM attempt_stats
+                   WHERE grain = 'minute' AND period_start >= $1
+                     AND period_start < $1 + interval '1 hour'
+                   FOR UPDATE SKIP LOCKED)
+    RETURNING scope, period_start, succeeded, retried, failed, latency
+), minutes AS (
+    -- Each minute of a scope, summed over its writers, and where its buckets end.
+    SELECT scope, period_start, succeeded, retried, failed, latency,
+           sum(cardinality(latency)) OVER (PARTITION BY scope ORDER BY period_start)::integer
+               AS latency_end
+    FROM (SELECT scope, period_start, sum(succeeded)::integer AS succeeded,
+                 sum(retried)::integer AS retried, sum(failed)::integer AS failed,
+                 sum_latency(latency) AS latency
+          FROM loose
+          GROUP BY scope, period_start) AS summed
+), folded AS (
+    INSERT INTO attempt_stats_folded
+        (scope, hour_start, fold, minutes, succeeded, retried, failed, latency_ends, latency)
+    SELECT scope, $1, (SELECT nextval('attempt_stats_folds')),
+           array_agg((extract(epoch FROM period_start - $1) / 60)::integer
+                     ORDER BY period_start),
+           array_agg(succeeded ORDER BY period_start), array_agg(retried ORDER BY period_start),
+           array_agg(failed ORDER BY period_start), array_agg(latency_end ORDER BY period_start),
+           concat_latency(latency ORDER BY period_start)
+    FROM minutes
+    GROUP BY scope
+)
+SELECT count(*) FROM loose;
 
 -- name: disable_failing_subscriptions --
 -- Active subscriptions failing continuously since $2 or earlier become disabled, and admins

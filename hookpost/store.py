@@ -293,6 +293,11 @@ class DeliveryGauges:
     oldest_due_seconds: float
 
 
+# Folded hours of statistics a Store keeps unfolded (about 25 KB each at most): a day of
+# 40 scopes, per minute.
+FOLDED_HOURS_KEPT = 1000
+
+
 class Store:
     """All reads and writes of hookpost's tables."""
 
@@ -306,6 +311,8 @@ class Store:
         # (create_pool(generic_plans=True)) plans them once per connection. Everything
         # else keeps a plan made for its own parameters.
         self.dispatch_pool = dispatch_pool or pool
+        # By scope and fold, the first read first.
+        self._folded_hours: dict[tuple[str, int], list[stats.StatsRow]] = {}
 
     # API keys
 
@@ -636,16 +643,58 @@ class Store:
         """The rollup rows that stats.report reads at `now` for `window` per `interval`, of
         one subscription's or tenant's id, or of everything (stats.EVERYTHING)."""
         first_minute, first_hour = stats.oldest_periods(now, window, interval)
-        rows = await _fetch(self.pool, QUERIES["attempt_stats"], scope, first_minute, first_hour)
-        return [stats.StatsRow(row["grain"], row["period_start"], stats.Counts(
+        async with _connection(self.pool) as connection:
+            rows = await connection.fetch(QUERIES["attempt_stats"], scope, first_minute,
+                                          first_hour)
+            folds = [row["fold"] for row in await connection.fetch(
+                QUERIES["attempt_stats_folds"], scope, first_minute)]
+            unread = [fold for fold in folds if (scope, fold) not in self._folded_hours]
+            if unread:
+                for row in await connection.fetch(QUERIES["attempt_stats_folded"], scope,
+                                                  unread):
+                    self._remember_folded_hour((scope, row["fold"]), stats.unfold(
+                        row["hour_start"], row["minutes"], row["succeeded"], row["retried"],
+                        row["failed"], row["latency_ends"], row["latency"]))
+        read = [stats.StatsRow(row["grain"], row["period_start"], stats.Counts(
             row["succeeded"], row["retried"], row["failed"], tuple(row["latency"])))
             for row in rows]
+        for fold in folds:
+            minutes = self._folded_hours.get((scope, fold), [])
+            if minutes and minutes[0].period_start < first_minute:
+                minutes = [row for row in minutes if row.period_start >= first_minute]
+            read += minutes
+        return read
+
+    def _remember_folded_hour(self, key: tuple[str, int],
+                              minutes: list[stats.StatsRow]) -> None:
+        """Keep a folded hour's minute rows, by scope and fold (one fold makes a row for
+        every scope): a fold never changes, and a dashboard reading a day per minute would
+        otherwise unfold the same 24 hours on every load."""
+        self._folded_hours[key] = minutes
+        while len(self._folded_hours) > FOLDED_HOURS_KEPT:
+            del self._folded_hours[next(iter(self._folded_hours))]
 
     async def delete_old_attempt_stats(self, grain: stats.Grain, cutoff: datetime,
                                        batch: int) -> int:
         status = await _execute(self.pool, QUERIES["delete_old_attempt_stats"], grain, cutoff,
                                 batch)
         return int(status.split()[-1])
+
+    async def delete_old_folded_attempt_stats(self, cutoff: datetime, batch: int) -> int:
+        status = await _execute(self.pool, QUERIES["delete_old_folded_attempt_stats"], cutoff,
+                                batch)
+        return int(status.split()[-1])
+
+    async def next_loose_minute(self, since: datetime) -> datetime | None:
+        """The first minute from `since` on with unfolded minute rows, if any."""
+        minute: datetime | None = await _fetchval(self.pool, QUERIES["next_loose_minute"],
+                                                  since)
+        return minute
+
+    async def fold_attempt_stats(self, hour_start: datetime) -> int:
+        """Fold the minute rows of the hour beginning at `hour_start`; how many it folded."""
+        folded: int = await _fetchval(self.pool, QUERIES["fold_attempt_stats"], hour_start)
+        return folded
 
     # Maintenance
 

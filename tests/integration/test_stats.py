@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -14,10 +14,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from api import models
 from api.auth import Role, create_key
 from dispatcher.maintenance import Maintenance
+from hookpost import stats
 from hookpost.settings import Settings
-from hookpost.stats import latency_bucket, percentile
+from hookpost.stats import LATENCY_DIGITS, RATE_DIGITS, latency_bucket, percentile
 from hookpost.store import DEFAULT_TENANT, Store
 from tests.conftest import FakeClock
 from tests.integration.conftest import Keys, Receiver, get_json, make_dispatcher, subscribe
@@ -79,9 +81,14 @@ def expected_summary(counts: dict[str, Any]) -> dict[str, Any]:
     attempts = counts["succeeded"] + counts["retry"] + counts["failed"]
     return {"attempts": attempts, "succeeded": counts["succeeded"], "retried": counts["retry"],
             "failed": counts["failed"],
-            "success_rate": counts["succeeded"] / attempts if attempts else None,
-            "latency_ms": {name: percentile(counts["latency"], q)
+            "success_rate": round(counts["succeeded"] / attempts, RATE_DIGITS)
+            if attempts else None,
+            "latency_ms": {name: rounded(percentile(counts["latency"], q))
                            for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))}}
+
+
+def rounded(ms: float | None) -> float | None:
+    return None if ms is None else round(ms, LATENCY_DIGITS)
 
 
 async def test_every_attempt_counts_in_its_subscription_tenant_and_everything(
@@ -130,6 +137,7 @@ async def test_every_attempt_counts_in_its_subscription_tenant_and_everything(
                         (f"/v1/tenants/{DEFAULT_TENANT}/stats", DEFAULT_TENANT),
                         ("/v1/stats", "*")]:
         answer = await get_json(api, keys.admin, path)
+        models.Stats.model_validate(answer)  # written without the model, held to it here
         assert (answer["scope"], answer["as_of"]) == (scope, clock.now.isoformat().replace(
             "+00:00", "Z"))
         expected = expected_summary(direct[scope])
@@ -252,3 +260,93 @@ async def test_a_bad_query_is_refused(api: TestClient[Any, Any], keys: Keys, rec
         error = (await response.json())["error"]
         assert error["code"] == "validation_error"
         assert [detail["loc"] for detail in error["details"]] == [loc]
+
+
+FOLD_NOW = datetime(2026, 1, 1, 12, 4, 30, tzinfo=UTC)  # 12:00's minutes are not folded yet
+
+
+async def rollup(pool: asyncpg.Pool, scope: str, at: str, writer: int, succeeded: int,
+                 retried: int, failed: int, latency: list[int]) -> None:
+    """A minute row of one writer, and its counts in the hour's row, as recording adds."""
+    minute = datetime.fromisoformat(at)
+    for grain, start in (("minute", minute), ("hour", minute.replace(minute=0))):
+        await pool.execute(
+            "INSERT INTO attempt_stats AS s (scope, grain, period_start, writer, succeeded,"
+            " retried, failed, latency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (scope, grain, period_start, writer) DO UPDATE"
+            " SET succeeded = s.succeeded + excluded.succeeded,"
+            " retried = s.retried + excluded.retried, failed = s.failed + excluded.failed",
+            scope, grain, start, writer, succeeded, retried, failed, latency)
+
+
+async def reports(store: Store, now: datetime) -> dict[tuple[str, str, str], stats.Report]:
+    read = {}
+    for scope in ("sub_a", "sub_b"):
+        for window, interval in (("hour", "minute"), ("day", "minute"), ("day", "hour")):
+            rows = await store.attempt_stats(scope, now, window, interval)  # type: ignore[arg-type]
+            read[scope, window, interval] = stats.report(
+                rows, now, window, interval)  # type: ignore[arg-type]
+    return read
+
+
+async def test_folding_an_hours_minutes_changes_no_report(
+    store: Store, settings: Settings, pool: asyncpg.Pool, database_url: str,
+) -> None:
+    # Two writers count in the same minute, with histograms of different lengths; one
+    # minute of the hour has nothing; the current hour and one that ended four minutes ago
+    # are not folded yet.
+    await rollup(pool, "sub_a", "2026-01-01T10:00:00+00:00", 1, 2, 0, 0, [1, 1])
+    await rollup(pool, "sub_a", "2026-01-01T10:00:00+00:00", 2, 1, 1, 1, [0, 0, 0, 0, 3])
+    await rollup(pool, "sub_a", "2026-01-01T10:59:00+00:00", 1, 0, 0, 1, [0, 0, 0, 1])
+    await rollup(pool, "sub_b", "2026-01-01T10:30:00+00:00", 1, 5, 0, 0, [0, 5])
+    await rollup(pool, "sub_a", "2026-01-01T11:58:00+00:00", 1, 1, 0, 0, [1])
+    await rollup(pool, "sub_a", "2026-01-01T12:03:00+00:00", 2, 1, 0, 0, [0, 1])
+    before = await reports(Store(pool), FOLD_NOW)
+    assert before["sub_a", "day", "minute"].totals["day"].attempts == 8
+
+    maintenance = Maintenance(store, settings, clock=FakeClock(FOLD_NOW))
+    assert await maintenance.fold_stats() == 4
+    assert await maintenance.fold_stats() == 0
+    folded = await pool.fetch("SELECT * FROM attempt_stats_folded ORDER BY scope")
+    assert [(row["scope"], row["hour_start"].hour, row["minutes"], row["succeeded"],
+             row["retried"], row["failed"], row["latency_ends"], row["latency"])
+            for row in folded] == [
+        ("sub_a", 10, [0, 59], [3, 0], [1, 0], [1, 1], [5, 9], [1, 1, 0, 0, 3, 0, 0, 0, 1]),
+        ("sub_b", 10, [30], [5], [0], [0], [2], [0, 5])]
+    loose = await pool.fetch("SELECT period_start FROM attempt_stats WHERE grain = 'minute'"
+                             " ORDER BY period_start")
+    assert [row["period_start"].strftime("%H:%M") for row in loose] == ["11:58", "12:03"]
+    assert await reports(store, FOLD_NOW) == before
+    assert await reports(Store(pool), FOLD_NOW) == before  # read without remembered folds
+
+    # An attempt of 10:30 recorded late counts at once, and is folded on its own later.
+    await rollup(pool, "sub_a", "2026-01-01T10:30:00+00:00", 3, 1, 0, 0, [1])
+    with_late = await reports(store, FOLD_NOW)
+    assert with_late["sub_a", "day", "minute"].totals["day"].attempts == 9
+    assert await maintenance.fold_stats() == 1
+    assert await pool.fetchval("SELECT count(*) FROM attempt_stats_folded") == 3
+    assert await reports(store, FOLD_NOW) == with_late
+
+    # Minutes are kept two days, folded or not.
+    later = Maintenance(store, settings, clock=FakeClock(
+        datetime(2026, 1, 3, 11, 0, tzinfo=UTC)))
+    await later.prune_stats()
+    assert await pool.fetchval("SELECT count(*) FROM attempt_stats_folded") == 0
+
+
+async def test_folding_leaves_the_rows_a_recording_holds_for_the_next_fold(
+    store: Store, settings: Settings, pool: asyncpg.Pool,
+) -> None:
+    await rollup(pool, "sub_a", "2026-01-01T10:00:00+00:00", 1, 1, 0, 0, [1])
+    await rollup(pool, "sub_a", "2026-01-01T10:01:00+00:00", 1, 1, 0, 0, [1])
+    maintenance = Maintenance(store, settings, clock=FakeClock(FOLD_NOW))
+    async with pool.acquire() as recording, recording.transaction():
+        await recording.execute(
+            "SELECT 1 FROM attempt_stats WHERE grain = 'minute' AND period_start = $1"
+            " FOR UPDATE", datetime(2026, 1, 1, 10, 1, tzinfo=UTC))
+        assert await asyncio.wait_for(maintenance.fold_stats(), timeout=10) == 1
+    assert await maintenance.fold_stats() == 1
+    assert [row["minutes"] for row in await pool.fetch(
+        "SELECT minutes FROM attempt_stats_folded ORDER BY fold")] == [[0], [1]]
+    assert (await reports(store, FOLD_NOW))["sub_a", "day", "minute"].totals[
+        "day"].attempts == 2
