@@ -857,7 +857,7 @@ WHERE scope = $1
 
 -- name: attempt_stats_folds --
 -- The folds of scope $1 in the hours from the one holding $2 on.
-SELECT fold
+SELECT hour_start, fold
 FROM attempt_stats_folded
 WHERE scope = $1 AND hour_start >= date_trunc('hour', $2::timestamptz, 'UTC');
 

@@ -293,9 +293,11 @@ class DeliveryGauges:
     oldest_due_seconds: float
 
 
-# Folded hours of statistics a Store keeps unfolded (about 25 KB each at most): a day of
-# 40 scopes, per minute.
+# Folded hours of statistics a Store keeps unfolded (30 KB each at most): a day per minute
+# of 40 scopes. One is known by its scope, hour and fold (one fold makes a row of every
+# scope it folds).
 FOLDED_HOURS_KEPT = 1000
+FoldKey = tuple[str, datetime, int]
 
 
 class Store:
@@ -311,8 +313,7 @@ class Store:
         # (create_pool(generic_plans=True)) plans them once per connection. Everything
         # else keeps a plan made for its own parameters.
         self.dispatch_pool = dispatch_pool or pool
-        # By scope and fold, the first read first.
-        self._folded_hours: dict[tuple[str, int], list[stats.StatsRow]] = {}
+        self._folded_hours: dict[FoldKey, list[stats.StatsRow]] = {}  # the first read first
 
     # API keys
 
@@ -646,30 +647,34 @@ class Store:
         async with _connection(self.pool) as connection:
             rows = await connection.fetch(QUERIES["attempt_stats"], scope, first_minute,
                                           first_hour)
-            folds = [row["fold"] for row in await connection.fetch(
-                QUERIES["attempt_stats_folds"], scope, first_minute)]
-            unread = [fold for fold in folds if (scope, fold) not in self._folded_hours]
-            if unread:
-                for row in await connection.fetch(QUERIES["attempt_stats_folded"], scope,
-                                                  unread):
-                    self._remember_folded_hour((scope, row["fold"]), stats.unfold(
-                        row["hour_start"], row["minutes"], row["succeeded"], row["retried"],
-                        row["failed"], row["latency_ends"], row["latency"]))
-        read = [stats.StatsRow(row["grain"], row["period_start"], stats.Counts(
+            folded = await self._folded_minutes(connection, scope, first_minute)
+        return [stats.StatsRow(row["grain"], row["period_start"], stats.Counts(
             row["succeeded"], row["retried"], row["failed"], tuple(row["latency"])))
-            for row in rows]
-        for fold in folds:
-            minutes = self._folded_hours.get((scope, fold), [])
-            if minutes and minutes[0].period_start < first_minute:
-                minutes = [row for row in minutes if row.period_start >= first_minute]
-            read += minutes
-        return read
+            for row in rows] + folded
 
-    def _remember_folded_hour(self, key: tuple[str, int],
-                              minutes: list[stats.StatsRow]) -> None:
-        """Keep a folded hour's minute rows, by scope and fold (one fold makes a row for
-        every scope): a fold never changes, and a dashboard reading a day per minute would
-        otherwise unfold the same 24 hours on every load."""
+    async def _folded_minutes(self, connection: PoolConnectionProxy, scope: str,
+                              since: datetime) -> list[stats.StatsRow]:
+        """The minute rows from `since` on in the folded hours of `scope`; a fold is read
+        and unfolded once, then remembered."""
+        keys: list[FoldKey] = [
+            (scope, row["hour_start"], row["fold"])
+            for row in await connection.fetch(QUERIES["attempt_stats_folds"], scope, since)]
+        unread = [fold for _, hour, fold in keys if (scope, hour, fold) not in self._folded_hours]
+        if unread:
+            for row in await connection.fetch(QUERIES["attempt_stats_folded"], scope, unread):
+                self._remember_folded_hour((scope, row["hour_start"], row["fold"]), stats.unfold(
+                    row["hour_start"], row["minutes"], row["succeeded"], row["retried"],
+                    row["failed"], row["latency_ends"], row["latency"]))
+        minutes: list[stats.StatsRow] = []
+        for key in keys:
+            hour = self._folded_hours.get(key, [])
+            minutes += hour if not hour or hour[0].period_start >= since else [
+                row for row in hour if row.period_start >= since]
+        return minutes
+
+    def _remember_folded_hour(self, key: FoldKey, minutes: list[stats.StatsRow]) -> None:
+        """Keep a folded hour's minute rows: a fold never changes, and a dashboard reading
+        a day per minute would otherwise unfold the same 24 hours on every load."""
         self._folded_hours[key] = minutes
         while len(self._folded_hours) > FOLDED_HOURS_KEPT:
             del self._folded_hours[next(iter(self._folded_hours))]
