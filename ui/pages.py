@@ -45,6 +45,7 @@ REDELIVER = api_roles("POST", "/v1/deliveries/{id}/redeliver")
 
 # The overview: where signing in leads.
 HOME = "/ui/"
+SIGNED_OUT = "/ui/signed-out"  # where a portal session ends
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 PAGE_SIZE = 50
 # How often the delivery log reloads itself (a meta refresh: it works with JavaScript off).
@@ -144,11 +145,16 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     form = await request.post()
     session = await current_session(request)
-    response = see_other("/ui/login")
+    # A portal's user has no key to sign in with again: they are told where to come back.
+    response = see_other(SIGNED_OUT if session is not None and session.portal else "/ui/login")
     if session is not None:
         check_csrf(form.get(CSRF_FIELD), session.csrf_token)
         await end_session(request, response)
     return response
+
+
+async def signed_out_page(request: web.Request) -> web.Response:
+    return aiohttp_jinja2.render_template("signed_out.html", request, {})
 
 
 # Deliveries
@@ -216,6 +222,7 @@ ROUTES = [
     web.get("/login", login_page),
     web.post("/login", login),
     web.post("/logout", logout),
+    web.get("/signed-out", signed_out_page),
     web.get("/deliveries", deliveries_page),
     web.get("/deliveries/{id}", delivery_page),
     web.post("/deliveries/{id}/redeliver", redeliver),

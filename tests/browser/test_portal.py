@@ -100,6 +100,12 @@ def test_a_portal_link_opens_its_tenant_only_once_and_expires(
     expect(portal.get_by_role("heading", name="404")).to_be_visible()
     portal.screenshot(path=screenshot_folder / "portal-7-other-tenant-404.png", full_page=True)
     assert [text for text in errors if "status of 40" not in text] == []
+
+    portal.goto(f"{hookpost.address}/ui/")
+    portal.get_by_role("button", name="Sign out").click()
+    expect(portal.get_by_role("heading", name="You have signed out of the webhooks portal")
+           ).to_be_visible()
+    portal.screenshot(path=screenshot_folder / "portal-7b-signed-out.png", full_page=True)
     portal.context.close()
 
     again, _ = follow_from_another_site(browser, link)

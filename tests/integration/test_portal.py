@@ -395,3 +395,18 @@ async def test_the_portal_manages_its_tenants_subscriptions_in_the_name_of_the_l
     producer_of_test = await pool.fetchval(
         "SELECT producer_key_id FROM events WHERE type = 'webhook.test'")
     assert producer_of_test == link_maker.id
+
+
+async def test_signing_out_of_the_portal_says_where_to_come_back_not_to_paste_a_key(
+    api: Client, keys: Keys, pool: asyncpg.Pool, two_tenants: dict[str, tuple[str, str]],
+) -> None:
+    acme, _ = two_tenants["acme"]
+    await open_link(api, (await portal_link(api, keys.admin, acme))["url"])
+    home = await (await api.get("/ui/")).text()
+    out = await api.post("/ui/logout", data={"csrf": csrf_of(home)}, allow_redirects=False)
+    assert out.status == 303 and out.headers["Location"] == "/ui/signed-out"
+    page = await (await api.get("/ui/signed-out")).text()
+    assert "You have signed out of the webhooks portal" in page and 'name="key"' not in page
+    assert await pool.fetchval("SELECT count(*) FROM ui_sessions") == 0
+    after = await api.get("/ui/deliveries", allow_redirects=False)
+    assert after.status == 303 and after.headers["Location"] == "/ui/login"
