@@ -252,12 +252,12 @@ def oldest_periods(now: datetime, window: Window, interval: Grain | None = None
 
 def by_period(rows: Iterable[StatsRow], grain: Grain) -> dict[datetime, Counts]:
     """The counts of every period of `grain`, summed over the writers of its rows."""
-    written: dict[datetime, list[Counts]] = {}
+    counted: dict[datetime, Counts] = {}
     for row in rows:
         if row.grain == grain:
-            written.setdefault(row.period_start, []).append(row.counts)
-    return {start: many[0] if len(many) == 1 else add_up(many)
-            for start, many in written.items()}
+            earlier = counted.get(row.period_start)
+            counted[row.period_start] = row.counts if earlier is None else earlier + row.counts
+    return counted
 
 
 def fill(counted: dict[datetime, Counts], starts: Sequence[datetime]) -> list[Point]:

@@ -3,21 +3,28 @@ checks, as tables."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from api.models import StatsQuery
+from api.models import Stats, StatsQuery
+from api.routes import stats_answer
 from hookpost.stats import (
     LATENCY_BOUNDS,
     LATENCY_DIGITS,
     RATE_DIGITS,
     Counts,
+    Grain,
     StatsRow,
+    Summary,
+    Window,
     fill,
     foldable_before,
     latency_bucket,
@@ -195,3 +202,34 @@ def test_a_folded_hour_unfolds_into_its_minutes() -> None:
 def test_an_hour_is_folded_five_minutes_after_it_ends(now: str, before: str) -> None:
     at = datetime.fromisoformat(f"2026-01-01T{now}+00:00")
     assert foldable_before(at) == datetime.fromisoformat(f"2026-01-01T{before}:00+00:00")
+
+
+@pytest.mark.parametrize(("window", "interval"), [("hour", "minute"), ("day", "minute"),
+                                                  ("week", "hour")])
+def test_the_answer_written_from_a_report_is_what_the_model_would_write(
+    window: Window, interval: Grain,
+) -> None:
+    rows = [StatsRow("minute", datetime(2026, 1, 1, 12, 30, tzinfo=UTC),
+                     Counts(3, 1, 1, histogram(1, 1, 1, 200, 2000))),
+            StatsRow("hour", datetime(2026, 1, 1, 12, tzinfo=UTC),
+                     Counts(3, 1, 1, histogram(1, 1, 1, 200, 2000))),
+            StatsRow("minute", datetime(2026, 1, 1, 11, 59, tzinfo=UTC), Counts(0, 0, 2, (2,))),
+            StatsRow("hour", datetime(2026, 1, 1, 11, tzinfo=UTC), Counts(0, 0, 2, (2,)))]
+    made = report(rows, NOW, window, interval)
+    scope = 'a "quoted" \\ scope'
+    written = json.loads(stats_answer(scope, NOW, made))
+    model = Stats.model_validate({
+        "scope": scope, "as_of": NOW,
+        "totals": {span: summary_fields(summary) for span, summary in made.totals.items()},
+        "series": {"window": window, "interval": interval,
+                   "points": [{"start": point.start, **summary_fields(point.summary)}
+                              for point in made.series]}})
+    assert written == json.loads(model.model_dump_json())
+    assert written["as_of"] == "2026-01-01T12:30:45Z"
+
+
+def summary_fields(summary: Summary) -> dict[str, Any]:
+    return {"attempts": summary.attempts, "succeeded": summary.succeeded,
+            "retried": summary.retried, "failed": summary.failed,
+            "success_rate": summary.success_rate,
+            "latency_ms": dataclasses.asdict(summary.latency_ms)}
