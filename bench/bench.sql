@@ -154,6 +154,9 @@ $$;
 -- name: stats_record_attempts --
 SELECT bench_record_attempts($1, $2, $3, $4, $5, $6, $7);
 
+-- name: autovacuum_workers --
+SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker';
+
 -- name: stats_loaded --
 SELECT (SELECT count(*) FROM attempts) AS attempts,
        (SELECT count(*) FROM attempt_stats) + (SELECT count(*) FROM attempt_stats_folded)
