@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -585,25 +585,29 @@ def _summary(summary: stats.Summary) -> dict[str, Any]:
 @functools.lru_cache(maxsize=8192)
 def _summary_fields(summary: stats.Summary) -> str:
     """The JSON of a summary, without its braces."""
-    return json.dumps(_summary(summary), separators=(",", ":"))[1:-1]
+    return json.dumps(_summary(summary), separators=(",", ":"), allow_nan=False)[1:-1]
 
 
-@functools.lru_cache(maxsize=4096)
 def _instant(at: datetime) -> str:
-    """A time as the API writes it (models' datetimes): ISO 8601, Z for UTC."""
-    return at.isoformat().replace("+00:00", "Z")
+    """A time as the API writes its times: ISO 8601 in UTC, with a Z."""
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# The starts of periods recur in every answer of the same minute.
+_period_start = functools.lru_cache(maxsize=4096)(_instant)
 
 
 def stats_answer(scope: str, now: datetime, report: stats.Report) -> bytes:
     """The API's answer (models.Stats, as JSON) of a statistics report (stats.report) of
     `scope` at `now`."""
-    points = ",".join(f'{{"start":"{_instant(point.start)}",{_summary_fields(point.summary)}}}'
-                      for point in report.series)
+    points = ",".join(
+        f'{{"start":"{_period_start(point.start)}",{_summary_fields(point.summary)}}}'
+        for point in report.series)
     answer = json.dumps({
         "scope": scope, "as_of": _instant(now),
         "totals": {span: _summary(summary) for span, summary in report.totals.items()},
         "series": {"window": report.window, "interval": report.interval, "points": []},
-    }, separators=(",", ":"))
+    }, separators=(",", ":"), allow_nan=False)
     # The points go into the empty list that the answer ends with.
     head, tail = answer.rsplit("[]", 1)
     return f"{head}[{points}]{tail}".encode()

@@ -4,6 +4,7 @@ Each is safe to run in several dispatcher processes at once."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -47,27 +48,22 @@ class Maintenance:
             log.info("dropped %d attempt partitions older than %s", dropped, cutoff.isoformat())
 
     async def prune_stats(self) -> int:
-        """Delete statistics rollups past what any window reads (stats.KEPT)."""
+        """Delete statistics rollups past what any window reads (stats.KEPT); folded
+        minutes go with their hour's start, up to 59 minutes before the minutes would."""
         now = self.clock()
         total = 0
         for grain, kept in stats.KEPT.items():
-            while True:
-                deleted = await self.store.delete_old_attempt_stats(grain, now - kept,
-                                                                    DELETE_BATCH)
-                total += deleted
-                if deleted < DELETE_BATCH:
-                    break
-        while True:
-            deleted = await self.store.delete_old_folded_attempt_stats(
-                now - stats.KEPT["minute"], DELETE_BATCH)
-            total += deleted
-            if deleted < DELETE_BATCH:
-                break
+            total += await _in_batches(functools.partial(
+                self.store.delete_old_attempt_stats, grain, now - kept, DELETE_BATCH))
+        total += await _in_batches(functools.partial(
+            self.store.delete_old_folded_attempt_stats, now - stats.KEPT["minute"],
+            DELETE_BATCH))
         return total
 
     async def fold_stats(self) -> int:
         """Fold the minute rollups of every hour that has ended (stats.foldable_before),
-        oldest first, each once; how many minute rows it folded."""
+        oldest first, each hour once a run; how many minute rows it folded. (Dispatchers
+        folding at once split an hour's rows between their folds, which readers add up.)"""
         before = stats.foldable_before(self.clock())
         folded = 0
         minute = await self.store.next_loose_minute(datetime.min.replace(tzinfo=UTC))
@@ -155,6 +151,16 @@ class Maintenance:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+
+
+async def _in_batches(delete: Callable[[], Awaitable[int]]) -> int:
+    """Run `delete` (of at most DELETE_BATCH rows) until it deletes fewer; how many in all."""
+    total = 0
+    while True:
+        deleted = await delete()
+        total += deleted
+        if deleted < DELETE_BATCH:
+            return total
 
 
 def _waiting_out_the_database(job: Callable[[], Awaitable[object]]

@@ -849,20 +849,20 @@ SELECT count(*) FROM deleted;
 
 -- name: attempt_stats --
 -- The rollup rows of scope $1 (a subscription's or tenant's id, or '*') per minute from $2
--- on and per hour from $3 on, every writer's.
-SELECT grain, period_start, succeeded, retried, failed, latency
+-- on and per hour from $3 on, every writer's; and, as rows of grain 'fold', the folds of its
+-- hours from the one holding $2 on (attempt_stats_folded). One statement, one snapshot: an
+-- hour folded meanwhile is read as its minute rows or as its fold, never as both.
+SELECT grain, period_start, succeeded, retried, failed, latency, NULL::bigint AS fold
 FROM attempt_stats
 WHERE scope = $1
-  AND ((grain = 'minute' AND period_start >= $2) OR (grain = 'hour' AND period_start >= $3));
-
--- name: attempt_stats_folds --
--- The folds of scope $1 in the hours from the one holding $2 on.
-SELECT hour_start, fold
+  AND ((grain = 'minute' AND period_start >= $2) OR (grain = 'hour' AND period_start >= $3))
+UNION ALL
+SELECT 'fold', hour_start, NULL, NULL, NULL, NULL, fold
 FROM attempt_stats_folded
 WHERE scope = $1 AND hour_start >= date_trunc('hour', $2::timestamptz, 'UTC');
 
 -- name: attempt_stats_folded --
--- The folded minutes of scope $1 in folds $2.
+-- The folded minutes of scope $1 in folds $2 (a fold never changes once made).
 SELECT fold, hour_start, minutes, succeeded, retried, failed, latency_ends, latency
 FROM attempt_stats_folded
 WHERE scope = $1 AND fold = ANY($2::bigint[]);

@@ -184,10 +184,18 @@ class Report:
 
 _SHARES = tuple(PERCENTILES.values())
 # Digits kept after the point: a percentile read inside a bucket is off by up to a fifth,
-# so a tenth of a millisecond says all it knows; a rate to a millionth tells 999,999 of a
-# million from all. (A day per minute is 1,440 summaries: the digits are a third of it.)
+# so a tenth of a millisecond says all it knows. (A day per minute is 1,440 summaries.)
 LATENCY_DIGITS = 1
 RATE_DIGITS = 6
+
+
+def success_rate(succeeded: int, attempts: int) -> float | None:
+    """The share of `attempts` that succeeded to RATE_DIGITS places, rounded down: one
+    failure in ten million still reads below 1. None without attempts."""
+    if not attempts:
+        return None
+    scale: int = 10**RATE_DIGITS
+    return (succeeded * scale // attempts) / scale
 
 
 # A summary is a pure function of its counts, and a period that has ended keeps its counts:
@@ -199,7 +207,7 @@ def summarize(counts: Counts) -> Summary:
     return Summary(
         attempts=attempts, succeeded=counts.succeeded, retried=counts.retried,
         failed=counts.failed,
-        success_rate=round(counts.succeeded / attempts, RATE_DIGITS) if attempts else None,
+        success_rate=success_rate(counts.succeeded, attempts),
         latency_ms=Latency(*(None if ms is None else round(ms, LATENCY_DIGITS)
                              for ms in percentiles(counts.latency, _SHARES))),
     )

@@ -313,7 +313,8 @@ class Store:
         # (create_pool(generic_plans=True)) plans them once per connection. Everything
         # else keeps a plan made for its own parameters.
         self.dispatch_pool = dispatch_pool or pool
-        self._folded_hours: dict[FoldKey, list[stats.StatsRow]] = {}  # the first read first
+        # The folds read last at the end (see _folded_minutes).
+        self._folded_hours: dict[FoldKey, list[stats.StatsRow]] = {}
 
     # API keys
 
@@ -647,37 +648,32 @@ class Store:
         async with _connection(self.pool) as connection:
             rows = await connection.fetch(QUERIES["attempt_stats"], scope, first_minute,
                                           first_hour)
-            folded = await self._folded_minutes(connection, scope, first_minute)
+            folds = {(scope, row["period_start"], row["fold"]): row["fold"] for row in rows
+                     if row["grain"] == "fold"}
+            folded = await self._folded_minutes(connection, scope, folds, first_minute)
         return [stats.StatsRow(row["grain"], row["period_start"], stats.Counts(
             row["succeeded"], row["retried"], row["failed"], tuple(row["latency"])))
-            for row in rows] + folded
+            for row in rows if row["grain"] != "fold"] + folded
 
     async def _folded_minutes(self, connection: PoolConnectionProxy, scope: str,
-                              since: datetime) -> list[stats.StatsRow]:
-        """The minute rows from `since` on in the folded hours of `scope`; a fold is read
-        and unfolded once, then remembered."""
-        keys: list[FoldKey] = [
-            (scope, row["hour_start"], row["fold"])
-            for row in await connection.fetch(QUERIES["attempt_stats_folds"], scope, since)]
-        unread = [fold for _, hour, fold in keys if (scope, hour, fold) not in self._folded_hours]
+                              folds: dict[FoldKey, int], since: datetime
+                              ) -> list[stats.StatsRow]:
+        """The minute rows from `since` on of the folds of `scope` (by key, each to its
+        fold number); a fold is read and unfolded once, then remembered, the most recently
+        read kept."""
+        unfolded = {key: self._folded_hours.pop(key) for key in folds
+                    if key in self._folded_hours}
+        unread = [fold for key, fold in folds.items() if key not in unfolded]
         if unread:
             for row in await connection.fetch(QUERIES["attempt_stats_folded"], scope, unread):
-                self._remember_folded_hour((scope, row["hour_start"], row["fold"]), stats.unfold(
+                unfolded[scope, row["hour_start"], row["fold"]] = stats.unfold(
                     row["hour_start"], row["minutes"], row["succeeded"], row["retried"],
-                    row["failed"], row["latency_ends"], row["latency"]))
-        minutes: list[stats.StatsRow] = []
-        for key in keys:
-            hour = self._folded_hours.get(key, [])
-            minutes += hour if not hour or hour[0].period_start >= since else [
-                row for row in hour if row.period_start >= since]
-        return minutes
-
-    def _remember_folded_hour(self, key: FoldKey, minutes: list[stats.StatsRow]) -> None:
-        """Keep a folded hour's minute rows: a fold never changes, and a dashboard reading
-        a day per minute would otherwise unfold the same 24 hours on every load."""
-        self._folded_hours[key] = minutes
+                    row["failed"], row["latency_ends"], row["latency"])
+        self._folded_hours.update(unfolded)
         while len(self._folded_hours) > FOLDED_HOURS_KEPT:
             del self._folded_hours[next(iter(self._folded_hours))]
+        return [minute for hour in unfolded.values() for minute in hour
+                if minute.period_start >= since]
 
     async def delete_old_attempt_stats(self, grain: stats.Grain, cutoff: datetime,
                                        batch: int) -> int:

@@ -407,6 +407,7 @@ async def test_signing_out_of_the_portal_says_where_to_come_back_not_to_paste_a_
     assert out.status == 303 and out.headers["Location"] == "/ui/signed-out"
     page = await (await api.get("/ui/signed-out")).text()
     assert "You have signed out of the webhooks portal" in page and 'name="key"' not in page
+    assert 'href="/ui/"' not in page
     assert await pool.fetchval("SELECT count(*) FROM ui_sessions") == 0
     after = await api.get("/ui/deliveries", allow_redirects=False)
     assert after.status == 303 and after.headers["Location"] == "/ui/login"

@@ -19,7 +19,7 @@ from api.auth import Role, create_key
 from dispatcher.maintenance import Maintenance
 from hookpost import stats
 from hookpost.settings import Settings
-from hookpost.stats import LATENCY_DIGITS, RATE_DIGITS, latency_bucket, percentile
+from hookpost.stats import LATENCY_DIGITS, latency_bucket, percentile, success_rate
 from hookpost.store import DEFAULT_TENANT, Store
 from tests.conftest import FakeClock
 from tests.integration.conftest import Keys, Receiver, get_json, make_dispatcher, subscribe
@@ -81,8 +81,7 @@ def expected_summary(counts: dict[str, Any]) -> dict[str, Any]:
     attempts = counts["succeeded"] + counts["retry"] + counts["failed"]
     return {"attempts": attempts, "succeeded": counts["succeeded"], "retried": counts["retry"],
             "failed": counts["failed"],
-            "success_rate": round(counts["succeeded"] / attempts, RATE_DIGITS)
-            if attempts else None,
+            "success_rate": success_rate(counts["succeeded"], attempts),
             "latency_ms": {name: rounded(percentile(counts["latency"], q))
                            for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))}}
 
@@ -267,7 +266,8 @@ FOLD_NOW = datetime(2026, 1, 1, 12, 4, 30, tzinfo=UTC)  # 12:00's minutes are no
 
 async def rollup(pool: asyncpg.Pool, scope: str, at: str, writer: int, succeeded: int,
                  retried: int, failed: int, latency: list[int]) -> None:
-    """A minute row of one writer, and its counts in the hour's row, as recording adds."""
+    """A minute row of one writer, and its counts in the hour's row (but not its latency,
+    which no test here reads from an hour)."""
     minute = datetime.fromisoformat(at)
     for grain, start in (("minute", minute), ("hour", minute.replace(minute=0))):
         await pool.execute(
@@ -290,7 +290,7 @@ async def reports(store: Store, now: datetime) -> dict[tuple[str, str, str], sta
 
 
 async def test_folding_an_hours_minutes_changes_no_report(
-    store: Store, settings: Settings, pool: asyncpg.Pool, database_url: str,
+    store: Store, settings: Settings, pool: asyncpg.Pool,
 ) -> None:
     # Two writers count in the same minute, with histograms of different lengths; one
     # minute of the hour has nothing; the current hour and one that ended four minutes ago
@@ -303,6 +303,10 @@ async def test_folding_an_hours_minutes_changes_no_report(
     await rollup(pool, "sub_a", "2026-01-01T12:03:00+00:00", 2, 1, 0, 0, [0, 1])
     before = await reports(Store(pool), FOLD_NOW)
     assert before["sub_a", "day", "minute"].totals["day"].attempts == 8
+    # At 11:30 the last hour began at 10:31: of the 10:00 hour, only 10:59 is in it.
+    half_past = datetime(2026, 1, 1, 11, 30, tzinfo=UTC)
+    before_half_past = await reports(Store(pool), half_past)
+    assert before_half_past["sub_a", "hour", "minute"].totals["hour"].attempts == 1
 
     maintenance = Maintenance(store, settings, clock=FakeClock(FOLD_NOW))
     assert await maintenance.fold_stats() == 4
@@ -318,6 +322,7 @@ async def test_folding_an_hours_minutes_changes_no_report(
     assert [row["period_start"].strftime("%H:%M") for row in loose] == ["11:58", "12:03"]
     assert await reports(store, FOLD_NOW) == before
     assert await reports(Store(pool), FOLD_NOW) == before  # read without remembered folds
+    assert await reports(store, half_past) == before_half_past
 
     # An attempt of 10:30 recorded late counts at once, and is folded on its own later.
     await rollup(pool, "sub_a", "2026-01-01T10:30:00+00:00", 3, 1, 0, 0, [1])
@@ -350,3 +355,18 @@ async def test_folding_leaves_the_rows_a_recording_holds_for_the_next_fold(
         "SELECT minutes FROM attempt_stats_folded ORDER BY fold")] == [[0], [1]]
     assert (await reports(store, FOLD_NOW))["sub_a", "day", "minute"].totals[
         "day"].attempts == 2
+
+
+async def test_a_fold_forgotten_to_make_room_is_read_again(
+    store: Store, settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("hookpost.store.FOLDED_HOURS_KEPT", 1)
+    await rollup(pool, "sub_a", "2026-01-01T09:10:00+00:00", 1, 1, 0, 0, [1])
+    await rollup(pool, "sub_a", "2026-01-01T10:10:00+00:00", 1, 2, 0, 0, [1])
+    await rollup(pool, "sub_b", "2026-01-01T10:10:00+00:00", 1, 4, 0, 0, [1])
+    await Maintenance(store, settings, clock=FakeClock(FOLD_NOW)).fold_stats()
+    for _ in range(2):  # the second time, from what one fold kept, and reading the rest
+        read = await reports(store, FOLD_NOW)
+        series = read["sub_a", "day", "minute"].series
+        assert [point.summary.attempts for point in series if point.summary.attempts] == [1, 2]
+        assert read["sub_b", "day", "minute"].totals["day"].attempts == 4

@@ -19,7 +19,6 @@ from api.routes import stats_answer
 from hookpost.stats import (
     LATENCY_BOUNDS,
     LATENCY_DIGITS,
-    RATE_DIGITS,
     Counts,
     Grain,
     StatsRow,
@@ -32,6 +31,7 @@ from hookpost.stats import (
     periods,
     report,
     series_problem,
+    success_rate,
     unfold,
 )
 
@@ -121,7 +121,7 @@ def test_a_series_has_every_period_empty_ones_as_zeros() -> None:
     empty = points[0].summary
     assert (empty.succeeded, empty.retried, empty.failed, empty.success_rate,
             empty.latency_ms.p50) == (0, 0, 0, None, None)
-    assert points[10].summary.success_rate == round(2 / 3, RATE_DIGITS)
+    assert points[10].summary.success_rate == 0.666666  # rounded down
 
 
 def test_a_report_sums_writers_and_keeps_to_each_window() -> None:
@@ -217,15 +217,16 @@ def test_the_answer_written_from_a_report_is_what_the_model_would_write(
             StatsRow("hour", datetime(2026, 1, 1, 11, tzinfo=UTC), Counts(0, 0, 2, (2,)))]
     made = report(rows, NOW, window, interval)
     scope = 'a "quoted" \\ scope'
-    written = json.loads(stats_answer(scope, NOW, made))
+    as_of = NOW.replace(microsecond=1500)
+    written = json.loads(stats_answer(scope, as_of, made))
     model = Stats.model_validate({
-        "scope": scope, "as_of": NOW,
+        "scope": scope, "as_of": as_of,
         "totals": {span: summary_fields(summary) for span, summary in made.totals.items()},
         "series": {"window": window, "interval": interval,
                    "points": [{"start": point.start, **summary_fields(point.summary)}
                               for point in made.series]}})
     assert written == json.loads(model.model_dump_json())
-    assert written["as_of"] == "2026-01-01T12:30:45Z"
+    assert written["as_of"] == "2026-01-01T12:30:45.001500Z"
 
 
 def summary_fields(summary: Summary) -> dict[str, Any]:
@@ -233,3 +234,12 @@ def summary_fields(summary: Summary) -> dict[str, Any]:
             "retried": summary.retried, "failed": summary.failed,
             "success_rate": summary.success_rate,
             "latency_ms": dataclasses.asdict(summary.latency_ms)}
+
+
+@pytest.mark.parametrize(("succeeded", "attempts", "rate"), [
+    (0, 0, None), (0, 3, 0.0), (2, 3, 0.666666), (3, 3, 1.0), (9_999_999, 10_000_000, 0.999999),
+])
+def test_a_success_rate_is_rounded_down_so_a_failure_never_reads_as_none(
+    succeeded: int, attempts: int, rate: float | None,
+) -> None:
+    assert success_rate(succeeded, attempts) == rate
