@@ -194,6 +194,13 @@ async def seed(api: TestClient[Any, Any], admin: str, receiver: Receiver, store:
     return Seeded(subscription["id"], doomed["id"], event["id"], delivery["id"], doomed_key.id)
 
 
+# Headers that frame the HTTP message itself, not API input: the server refuses broken
+# framing (say, a generated `Transfer-Encoding: \y`) before any handler runs, with its own
+# plain-text 400, which no API document describes.
+FRAMING_HEADERS = {"connection", "content-length", "expect", "host", "te", "trailer",
+                   "transfer-encoding", "upgrade"}
+
+
 def explore(operation: APIOperation[Any, Any, Any, Any],
             strategy: SearchStrategy[schemathesis.Case[Any]], base_url: str,
             headers: dict[str, str], failures: dict[tuple[str, frozenset[str]], str]) -> None:
@@ -206,6 +213,8 @@ def explore(operation: APIOperation[Any, Any, Any, Any],
               phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
     @given(case=strategy)
     def exercise(case: schemathesis.Case[Any]) -> None:
+        for name in [name for name in case.headers or {} if name.lower() in FRAMING_HEADERS]:
+            del case.headers[name]
         try:
             case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS)
         except FailureGroup as group:
