@@ -42,8 +42,8 @@ class Maintenance:
         )
         cutoff = now - self.settings.retention
         dropped = await self.store.drop_attempts_partitions(cutoff)
-        while await self.store.delete_old_default_attempts(cutoff, DELETE_BATCH) == DELETE_BATCH:
-            pass
+        await _in_batches(functools.partial(self.store.delete_old_default_attempts, cutoff,
+                                            DELETE_BATCH))
         if dropped:
             log.info("dropped %d attempt partitions older than %s", dropped, cutoff.isoformat())
 
@@ -80,12 +80,8 @@ class Maintenance:
     async def prune_events(self) -> int:
         """Delete finished events past retention, with their deliveries, in small batches."""
         cutoff = self.clock() - self.settings.retention
-        total = 0
-        while True:
-            deleted = await self.store.delete_old_events(cutoff, DELETE_BATCH)
-            total += deleted
-            if deleted < DELETE_BATCH:
-                break
+        total = await _in_batches(functools.partial(self.store.delete_old_events, cutoff,
+                                                    DELETE_BATCH))
         if total:
             log.info("deleted %d events older than %s", total, cutoff.isoformat())
         return total
